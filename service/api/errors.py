@@ -1,0 +1,100 @@
+"""Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, built in one place.
+
+Every failure a client can cause maps to a 4xx with the offending parameter named; anything else is a 5xx in the
+same shape, so a client library always gets an error it can parse.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "service_unavailable_error",
+}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.status, self.message, param=self.param, code=self.code)
+
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    kind = STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def param_path(loc: tuple[Any, ...]) -> str | None:
+    """('messages', 0, 'content') -> 'messages[0].content'; pydantic's union/tag steps are left out."""
+    path = ""
+    for step in loc:
+        if isinstance(step, int):
+            path += f"[{step}]"
+        elif step in ("body",) or (isinstance(step, str) and ("[" in step or step.startswith("function-"))):
+            continue
+        else:
+            path += f".{step}" if path else str(step)
+    return path or None
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError) -> APIError:
+    first = exc.errors()[0]
+    param = param_path(tuple(first.get("loc", ())))
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "extra_forbidden":
+        message = "Unrecognized request argument supplied"
+    elif first.get("type") == "missing":
+        message = "Missing required parameter"
+    text = f"{message}: {param}" if param else message
+    return APIError(400, text, param=param, code=str(first.get("type", "invalid_value")))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return from_validation_error(exc).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = f"Unknown route {request.method} {request.url.path}"
+        return APIError(exc.status_code, message).response(headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return APIError(500, "Internal server error", code="internal_error").response()

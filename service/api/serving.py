@@ -1,0 +1,260 @@
+"""The two generation endpoints. Both read and validate the body the same way, open the request's budget, run the
+metered engine call, and differ only in how a completion is rendered (a chat message or text) — `OutputFormat`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from sse_starlette import EventSourceResponse
+
+from service.api.errors import APIError, error_body, from_validation_error
+from service.api.protocol import Budget as BudgetRequest
+from service.api.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from service.budget import Budget
+from service.engines.pool import EngineUnavailable
+from service.engines.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
+from service.generation import Completion, MeteredRun
+from service.models import ServedModel
+from service.settings import Settings
+from strategies.registry import STRATEGY_NAMES, split_model_name
+
+log = logging.getLogger(__name__)
+
+JSON_TYPES = ("application/json",)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in JSON_TYPES:
+        raise APIError(415, f"Content-Type must be application/json, got {content_type or 'none'!r}", code="unsupported_media_type")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body exceeds {limit} bytes", code="request_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body.extend(part)
+        if len(body) > limit:
+            raise APIError(413, f"Request body exceeds {limit} bytes", code="request_too_large")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, "Request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from exc
+
+
+def resolve_model(body: SamplingFields, models: dict[str, ServedModel]) -> ServedModel:
+    name, strategy = split_model_name(body.model)
+    if strategy is not None:
+        if strategy not in STRATEGY_NAMES:
+            raise APIError(400, f"Unknown strategy {strategy!r} in model name; available: {', '.join(STRATEGY_NAMES)}", param="model", code="unknown_strategy")
+        if body.strategy is not None and body.strategy.name != strategy:
+            raise APIError(400, f"Model name asks for strategy {strategy!r} but the strategy field names {body.strategy.name!r}", param="strategy", code="conflicting_strategy")
+    served = models.get(name)
+    if served is None:
+        raise APIError(404, f"The model {name!r} does not exist; served models: {', '.join(models)}", param="model", code="model_not_found")
+    if not served.pool.ready:
+        raise APIError(503, f"The model {name!r} is not ready yet", code="engine_unavailable")
+    return served
+
+
+def open_budget(requested: BudgetRequest | None, settings: Settings) -> Budget:
+    defaults = settings.budget
+    max_total = (requested.max_total_tokens if requested and requested.max_total_tokens else None) or defaults.max_total_tokens
+    deadline = (requested.deadline_s if requested and requested.deadline_s else None) or defaults.deadline_s
+    if deadline > defaults.max_deadline_s:
+        raise APIError(400, f"budget.deadline_s may not exceed {defaults.max_deadline_s}", param="budget.deadline_s", code="invalid_value")
+    return Budget(max_total_tokens=max_total, deadline_s=deadline)
+
+
+def sampling_for(body: SamplingFields, prompts: list[list[int]], max_model_len: int, logprobs: int | None, limit: int | None) -> SamplingSpec:
+    longest = max(len(p) for p in prompts)
+    if longest >= max_model_len:
+        raise APIError(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest}", param="messages" if isinstance(body, ChatCompletionRequest) else "prompt", code="context_length_exceeded")
+    room = max_model_len - longest
+    if limit is not None and limit > room:
+        raise APIError(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest} and max_tokens asks for {limit}", param="max_tokens", code="context_length_exceeded")
+    return SamplingSpec(
+        n=body.n,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p,
+        max_tokens=limit or room,
+        stop=body.stop_list(),
+        logprobs=logprobs,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+    )
+
+
+@dataclass
+class OutputFormat:
+    """How one endpoint renders completions: `chat.completion` messages or `text_completion` text."""
+
+    chat: bool
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self.chat else "text_completion"
+
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.chat else "text_completion"
+
+    @property
+    def id_prefix(self) -> str:
+        return "chatcmpl-" if self.chat else "cmpl-"
+
+    def choice(self, completion: Completion, with_logprobs: bool) -> dict[str, Any]:
+        logprobs = self.logprobs(completion.logprobs, 0) if with_logprobs else None
+        if self.chat:
+            return {"index": completion.index, "message": {"role": "assistant", "content": completion.text}, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+        return {"index": completion.index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+
+    def delta_choice(self, delta: CompletionDelta, offset: int, first: bool, with_logprobs: bool) -> dict[str, Any]:
+        logprobs = self.logprobs(delta.logprobs or [], offset) if with_logprobs and delta.logprobs else None
+        if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": delta.text} if first else ({"content": delta.text} if delta.text else {})
+            return {"index": delta.index, "delta": message, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+        return {"index": delta.index, "text": delta.text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+
+    def logprobs(self, tokens: list[TokenLogprob], text_offset: int) -> dict[str, Any]:
+        if self.chat:
+            return {
+                "content": [
+                    {
+                        "token": t.token,
+                        "logprob": t.logprob,
+                        "bytes": list(t.token.encode()),
+                        "top_logprobs": [{"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top],
+                    }
+                    for t in tokens
+                ]
+            }
+        offsets, position = [], text_offset
+        for t in tokens:
+            offsets.append(position)
+            position += len(t.token)
+        return {
+            "tokens": [t.token for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [dict(t.top) for t in tokens],
+            "text_offset": offsets,
+        }
+
+
+async def serve(
+    request: Request,
+    body: SamplingFields,
+    served: ServedModel,
+    prompts: list[list[int]],
+    fmt: OutputFormat,
+    settings: Settings,
+) -> Response:
+    request_id: str = request.state.request_id
+    budget = open_budget(body.budget, settings)
+    info = served.pool.info
+    assert info is not None
+    limit = body.token_limit  # type: ignore[attr-defined]
+    logprobs_k = body.logprobs_k  # type: ignore[attr-defined]
+    sampling = sampling_for(body, prompts, info.max_model_len, logprobs_k, limit)
+    run = MeteredRun(served.pool, request_id, prompts, sampling, budget, served.codec.decode, requested_max_tokens=sampling.max_tokens)
+    created = int(time.time())
+    strategy = (body.strategy.model_dump() if body.strategy else {"name": "none"})
+    header = {"id": fmt.id_prefix + request_id, "created": created, "model": served.spec.name}
+
+    def ponder() -> dict[str, Any]:
+        return {"request_id": request_id, "strategy": strategy, "budget": budget.report(), "finish": budget.exhausted}
+
+    if body.stream:
+        return EventSourceResponse(
+            stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder),
+            sep="\n",
+            headers={"x-request-id": request_id},
+        )
+    completions = await until_disconnected(request, run.collect())
+    if completions is None:
+        log.info("client disconnected; engine requests aborted")
+        return Response(status_code=499)
+    payload = {
+        **header,
+        "object": fmt.object,
+        "choices": [fmt.choice(c, logprobs_k is not None) for c in completions],
+        "usage": run.usage.as_openai(),
+        "ponder": ponder(),
+    }
+    log.info("served %d completions, %d tokens, finish %s", len(completions), run.usage.completion_tokens, budget.exhausted)
+    return JSONResponse(payload, headers={"x-request-id": request_id})
+
+
+async def stream_events(
+    run: MeteredRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool, ponder: Any
+) -> AsyncIterator[dict[str, str]]:
+    text_offsets = {c.index: 0 for c in run.completions}
+
+    def event(payload: dict[str, Any]) -> dict[str, str]:
+        return {"data": json.dumps(payload, separators=(",", ":"))}
+
+    try:
+        if fmt.chat:
+            for c in run.completions:
+                yield event({**header, "object": fmt.chunk_object, "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]})
+        async for deltas in run.deltas():
+            choices = []
+            for d in deltas:
+                choices.append(fmt.delta_choice(d, text_offsets[d.index], False, with_logprobs))
+                text_offsets[d.index] += len(d.text)
+            yield event({**header, "object": fmt.chunk_object, "choices": choices})
+        final: dict[str, Any] = {**header, "object": fmt.chunk_object, "choices": [], "ponder": ponder()}
+        if include_usage:
+            final["usage"] = run.usage.as_openai()
+        yield event(final)
+        yield {"data": "[DONE]"}
+    except (EngineUnavailable, EngineRequestError) as exc:
+        status = 503 if isinstance(exc, EngineUnavailable) else 400
+        log.error("stream failed: %s", exc)
+        yield event(error_body(status, str(exc), code="engine_unavailable" if status == 503 else "invalid_request"))
+        yield {"data": "[DONE]"}
+
+
+async def until_disconnected(request: Request, work: Any) -> Any:
+    """Runs `work` unless the client goes away first, in which case it is cancelled (aborting engine requests)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return None
+    try:
+        return task.result()
+    except EngineUnavailable as exc:
+        raise APIError(503, str(exc), code="engine_unavailable") from exc
+    except EngineRequestError as exc:
+        raise APIError(400, str(exc), code="invalid_request") from exc

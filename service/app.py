@@ -1,0 +1,124 @@
+"""The FastAPI app: lifespan (Ray, engine pools, Redis) and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from service import store
+from service.api.errors import APIError, install_error_handlers
+from service.api.protocol import ChatCompletionRequest, CompletionRequest
+from service.api.serving import OutputFormat, parse, read_json, resolve_model, serve
+from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
+from service.hardware import host_info
+from service.middleware import RequestIdMiddleware
+from service.models import ServedModel, build_served_model
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(settings: Settings) -> None:
+    """Joins `ray_address` when set; otherwise starts a local Ray sized to this machine."""
+    if ray.is_initialized():
+        return
+    local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
+    ray.init(address=settings.ray_address, namespace=settings.ray_namespace, include_dashboard=False, **local)
+
+
+def load_models(settings: Settings) -> dict[str, ServedModel]:
+    state_dir = settings.state_path
+    for spec in settings.models:
+        if spec.source.startswith(GGUF_PACKAGE_PREFIX):
+            prepare_model(spec, state_dir)
+    return {spec.name: build_served_model(spec, settings, state_dir) for spec in settings.models}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.redis = store.connect(settings.redis_url)
+        await asyncio.to_thread(init_ray, settings)
+        app.state.models = await asyncio.to_thread(load_models, settings)
+        for served in app.state.models.values():
+            served.pool.start()
+        log.info("gateway up; engines starting: %s", ", ".join(app.state.models))
+        try:
+            yield
+        finally:
+            for served in app.state.models.values():
+                await served.pool.stop()
+            await app.state.redis.aclose()
+            await asyncio.to_thread(ray.shutdown)
+
+    app = FastAPI(title="Ponder", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+
+    def served_models(request: Request) -> dict[str, ServedModel]:
+        return request.app.state.models
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request, settings.max_body_bytes))
+        served = resolve_model(body, served_models(request))
+        messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
+        try:
+            prompt = await asyncio.to_thread(served.codec.chat, messages)
+        except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
+            raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
+        return await serve(request, body, served, [prompt], OutputFormat(chat=True), settings)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body: CompletionRequest = parse(CompletionRequest, await read_json(request, settings.max_body_bytes))
+        served = resolve_model(body, served_models(request))
+        prompts = []
+        for prompt in body.prompts():
+            if isinstance(prompt, str):
+                prompts.append(await asyncio.to_thread(served.codec.encode, prompt))
+            elif max(prompt) >= served.codec.vocab_size:
+                raise APIError(400, f"prompt token ids must be below the vocabulary size {served.codec.vocab_size}", param="prompt", code="invalid_value")
+            else:
+                prompts.append(prompt)
+        if len(prompts) * body.n > 128:
+            raise APIError(400, "len(prompt) * n may not exceed 128 completions", param="n", code="invalid_value")
+        return await serve(request, body, served, prompts, OutputFormat(chat=False), settings)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "ponder",
+                    "max_model_len": served.pool.info.max_model_len if served.pool.info else None,
+                    "ready": served.pool.ready,
+                }
+                for name, served in served_models(request).items()
+            ],
+        }
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        """Ready (200) only when every served model has a ready replica; the body says what each replica is doing."""
+        models = served_models(request)
+        engines = {name: await served.pool.stats() for name, served in models.items()}
+        redis_ok = await store.healthy(request.app.state.redis)
+        ready = all(served.pool.ready for served in models.values()) and redis_ok
+        body = {"status": "ok" if ready else "starting", "models": engines, "redis": redis_ok, "host": host_info()}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return app

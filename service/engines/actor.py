@@ -1,0 +1,195 @@
+"""The Ray actor that owns one vLLM `AsyncLLM`.
+
+Outputs are requested as DELTA (with `n>1` the cumulative kind can lose completions in the last output) and
+coalesced: a pump task moves engine outputs into a queue and the streaming method drains everything queued at
+each yield, so a fast engine sends one Ray object per several steps instead of one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import ray
+
+from service.engines.protocol import (
+    CompletionDelta,
+    EngineChunk,
+    EngineDead,
+    EngineInfo,
+    EngineRequestError,
+    EngineStats,
+    SamplingSpec,
+    TokenLogprob,
+)
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def _scheduler_stats_logger(sink: dict[str, Any]) -> Any:
+    """A vLLM stat logger that keeps the latest scheduler stats for `stats()` (queue depth, KV cache use)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class LatestSchedulerStats(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
+            if scheduler_stats is not None:
+                sink["scheduler"] = scheduler_stats
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return LatestSchedulerStats
+
+
+@ray.remote(max_restarts=0)
+class EngineActor:
+    def __init__(self, model: str, served_name: str, engine_args: dict[str, Any]) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._latest: dict[str, Any] = {}
+        args = AsyncEngineArgs(model=model, served_model_name=served_name, **engine_args)
+        self.engine = AsyncLLM.from_engine_args(args, stat_loggers=[_scheduler_stats_logger(self._latest)])
+        config = self.engine.model_config
+        self.info = EngineInfo(model=served_name, max_model_len=config.max_model_len, dtype=str(config.dtype))
+
+    async def ready(self) -> EngineInfo:
+        await self.engine.check_health()
+        return self.info
+
+    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
+        from vllm.inputs import TokensPrompt
+
+        params = _sampling_params(sampling)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for output in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
+                    queue.put_nowait(_chunk(output, sampling.logprobs or 0))
+            except BaseException as exc:  # handed to the consumer, which re-raises it as an engine error
+                queue.put_nowait(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            queue.put_nowait(_END)
+
+        task = asyncio.create_task(pump())
+        finished = False
+        try:
+            while not finished:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                chunks = [i for i in items if isinstance(i, EngineChunk)]
+                failure = next((i for i in items if isinstance(i, BaseException)), None)
+                finished = failure is not None or any(i is _END for i in items)
+                if chunks:
+                    yield _merge(chunks)
+                if failure is not None:
+                    raise self._translate(failure)
+        finally:
+            if not task.done():
+                task.cancel()
+                await self.engine.abort(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    async def health(self) -> EngineStats:
+        if self.engine.errored:
+            raise EngineDead(str(self.engine.dead_error))
+        await self.engine.check_health()
+        return self.stats()
+
+    def stats(self) -> EngineStats:
+        scheduler = self._latest.get("scheduler")
+        return EngineStats(
+            running=getattr(scheduler, "num_running_reqs", 0),
+            waiting=getattr(scheduler, "num_waiting_reqs", 0),
+            unfinished=self.engine.get_num_unfinished_requests(),
+            kv_cache_usage=float(getattr(scheduler, "kv_cache_usage", 0.0)),
+        )
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+
+        if isinstance(exc, EngineDeadError) or self.engine.errored:
+            return EngineDead(str(exc))
+        if isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, EngineGenerateError):
+            return EngineRequestError(str(exc))
+        return exc
+
+
+def _sampling_params(spec: SamplingSpec) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        n=spec.n,
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        max_tokens=spec.max_tokens,
+        stop=list(spec.stop) or None,
+        logprobs=spec.logprobs,
+        seed=spec.seed,
+        presence_penalty=spec.presence_penalty,
+        frequency_penalty=spec.frequency_penalty,
+        ignore_eos=spec.ignore_eos,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def _chunk(output: Any, top_k: int) -> EngineChunk:
+    return EngineChunk(
+        deltas=[_delta(c, top_k) for c in output.outputs],
+        cached_tokens=output.num_cached_tokens or 0,
+        finished=output.finished,
+    )
+
+
+def _delta(completion: Any, top_k: int) -> CompletionDelta:
+    logprobs = None
+    if completion.logprobs is not None:
+        logprobs = [
+            _token_logprob(token_id, position, top_k)
+            for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False)
+        ]
+    return CompletionDelta(
+        index=completion.index,
+        text=completion.text,
+        token_ids=list(completion.token_ids),
+        logprobs=logprobs,
+        finish_reason=completion.finish_reason,
+        stop_reason=completion.stop_reason,
+    )
+
+
+def _token_logprob(token_id: int, position: dict[int, Any], top_k: int) -> TokenLogprob:
+    """vLLM returns the top k plus the sampled token when it ranks below them; OpenAI's top list is the k only."""
+    chosen = position[token_id]
+    ranked = sorted((lp for lp in position.values() if lp.rank is not None and lp.rank <= top_k), key=lambda lp: lp.rank)
+    top = tuple((lp.decoded_token or "", float(lp.logprob)) for lp in ranked)
+    return TokenLogprob(token=chosen.decoded_token or "", logprob=float(chosen.logprob), top=top)
+
+
+def _merge(chunks: list[EngineChunk]) -> EngineChunk:
+    merged: dict[int, CompletionDelta] = {}
+    for chunk in chunks:
+        for delta in chunk.deltas:
+            if delta.index in merged:
+                merged[delta.index].extend(delta)
+            else:
+                merged[delta.index] = delta
+    last = chunks[-1]
+    return EngineChunk(
+        deltas=[merged[i] for i in sorted(merged)],
+        cached_tokens=max(c.cached_tokens for c in chunks),
+        finished=last.finished,
+    )

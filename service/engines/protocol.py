@@ -1,0 +1,82 @@
+"""What crosses the Ray boundary between the gateway and an engine actor: plain dataclasses and the engine's
+errors, importable without vLLM so that the gateway process never loads the engine's libraries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 16
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None
+    """Top log-probabilities returned per generated token (0: the sampled token's only; None: none)."""
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass
+class CompletionDelta:
+    """New output of one of the n completions since the previous chunk."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+    def extend(self, other: CompletionDelta) -> None:
+        self.text += other.text
+        self.token_ids.extend(other.token_ids)
+        if other.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + other.logprobs
+        self.finish_reason = other.finish_reason
+        self.stop_reason = other.stop_reason
+
+
+@dataclass
+class EngineChunk:
+    """Everything one engine request produced since the previous chunk (several engine steps when the consumer
+    is slower than the engine, which keeps Ray's per-object cost off each token)."""
+
+    deltas: list[CompletionDelta]
+    cached_tokens: int = 0
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    max_model_len: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    running: int
+    waiting: int
+    unfinished: int
+    kv_cache_usage: float
+
+
+class EngineDead(RuntimeError):
+    """The engine behind an actor is gone; the actor must be replaced."""
+
+
+class EngineRequestError(ValueError):
+    """The engine refused the request itself (the caller's fault, never the engine's)."""
+

@@ -1,0 +1,190 @@
+"""One metered engine call for a batch of prompts (the `none` strategy, and later every strategy's rollouts).
+
+Each prompt's engine stream runs in its own task feeding one queue; the consumer grants every token against the
+budget and waits for the next output no later than the deadline. Running out of either ends the streams, which
+aborts their engine requests, and leaves the unfinished completions with `finish_reason` saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+
+from service.budget import DEADLINE, TOKENS, Budget
+from service.engines.pool import EnginePool
+from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
+
+log = logging.getLogger(__name__)
+
+Decode = Callable[[list[int]], str]
+
+
+@dataclass
+class Completion:
+    """Everything a completion produced so far, as the client has been (or will be) sent it."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def as_openai(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+@dataclass
+class _Stream:
+    offset: int
+    chunk: EngineChunk | None = None
+    error: BaseException | None = None
+
+
+class MeteredRun:
+    """Runs `sampling` on each prompt; completion `offset + i` of prompt p gets choice index `p * n + i`."""
+
+    def __init__(
+        self,
+        pool: EnginePool,
+        request_id: str,
+        prompts: list[list[int]],
+        sampling: SamplingSpec,
+        budget: Budget,
+        decode: Decode,
+        requested_max_tokens: int,
+    ) -> None:
+        self.pool = pool
+        self.request_id = request_id
+        self.prompts = prompts
+        self.budget = budget
+        self.decode = decode
+        self.requested_max_tokens = requested_max_tokens
+        self.sampling = replace(sampling, max_tokens=min(sampling.max_tokens, max(budget.remaining, 1)))
+        # Prompt tokens are counted once per prompt, not per completion, as OpenAI does for n > 1.
+        self.usage = Usage(prompt_tokens=sum(len(p) for p in prompts))
+        self.completions = [Completion(index=i) for i in range(len(prompts) * sampling.n)]
+        self._cached: dict[int, int] = {}
+
+    async def deltas(self) -> AsyncIterator[list[CompletionDelta]]:
+        """Yields granted output as it arrives; returns when every completion has finished or the budget is spent."""
+        queue: asyncio.Queue[_Stream | None] = asyncio.Queue()
+        tasks = [
+            asyncio.create_task(self._feed(queue, f"{self.request_id}-{p}", ids, p * self.sampling.n))
+            for p, ids in enumerate(self.prompts)
+        ]
+        live = len(tasks)
+        try:
+            while live:
+                try:
+                    async with asyncio.timeout_at(self.budget.deadline):
+                        item = await queue.get()
+                except TimeoutError:
+                    self.budget.expire()
+                    break
+                if item is None:
+                    live -= 1
+                    continue
+                if item.error is not None:
+                    raise item.error
+                assert item.chunk is not None
+                granted = self._grant(item.offset, item.chunk)
+                if granted:
+                    yield granted
+                if self.budget.exhausted:
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.budget.exhausted:
+            closing = self._close_unfinished(self.budget.exhausted)
+            if closing:
+                yield closing
+
+    async def collect(self) -> list[Completion]:
+        async for _ in self.deltas():
+            pass
+        return self.completions
+
+    async def _feed(self, queue: asyncio.Queue[_Stream | None], engine_id: str, ids: list[int], offset: int) -> None:
+        try:
+            async with contextlib.aclosing(self.pool.generate(engine_id, ids, self.sampling)) as chunks:
+                async for chunk in chunks:
+                    queue.put_nowait(_Stream(offset=offset, chunk=chunk))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            queue.put_nowait(_Stream(offset=offset, error=exc))
+        finally:
+            queue.put_nowait(None)
+
+    def _grant(self, offset: int, chunk: EngineChunk) -> list[CompletionDelta]:
+        self._count_cached(offset, chunk)
+        granted: list[CompletionDelta] = []
+        for delta in chunk.deltas:
+            completion = self.completions[offset + delta.index]
+            if completion.finish_reason is not None:
+                continue
+            allowed = self.budget.grant(len(delta.token_ids))
+            self.usage.completion_tokens += allowed
+            if allowed < len(delta.token_ids):
+                delta = self._truncate(completion, delta, allowed)
+            out = CompletionDelta(
+                index=completion.index,
+                text=delta.text,
+                token_ids=delta.token_ids,
+                logprobs=delta.logprobs,
+                finish_reason=self._finish_reason(delta.finish_reason, len(completion.token_ids) + len(delta.token_ids)),
+                stop_reason=delta.stop_reason,
+            )
+            completion.text += out.text
+            completion.token_ids.extend(out.token_ids)
+            completion.logprobs.extend(out.logprobs or ())
+            completion.finish_reason = out.finish_reason
+            if out.text or out.token_ids or out.finish_reason:
+                granted.append(out)
+        return granted
+
+    def _count_cached(self, offset: int, chunk: EngineChunk) -> None:
+        prompt = offset // self.sampling.n
+        self._cached[prompt] = max(self._cached.get(prompt, 0), chunk.cached_tokens)
+        self.usage.cached_tokens = sum(self._cached.values())
+
+    def _truncate(self, completion: Completion, delta: CompletionDelta, allowed: int) -> CompletionDelta:
+        """The budget ends inside this delta: keep `allowed` tokens and re-derive their text from the ids."""
+        ids = delta.token_ids[:allowed]
+        text = self.decode(completion.token_ids + ids)[len(completion.text) :]
+        logprobs = delta.logprobs[:allowed] if delta.logprobs is not None else None
+        return CompletionDelta(index=delta.index, text=text, token_ids=ids, logprobs=logprobs, finish_reason=TOKENS)
+
+    def _finish_reason(self, engine_reason: str | None, produced: int) -> str | None:
+        """A `length` stop caused by the budget's cap (not the caller's `max_tokens`) is reported as the budget."""
+        if engine_reason == "length" and produced < self.requested_max_tokens:
+            self.budget.exhausted = self.budget.exhausted or TOKENS
+            return TOKENS
+        if engine_reason == "abort":
+            return self.budget.exhausted or DEADLINE
+        return engine_reason
+
+    def _close_unfinished(self, reason: str) -> list[CompletionDelta]:
+        closing = []
+        for completion in self.completions:
+            if completion.finish_reason is None:
+                completion.finish_reason = reason
+                closing.append(CompletionDelta(index=completion.index, finish_reason=reason))
+        return closing

