@@ -36,3 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in settings.models:
             if (args.model is None or spec.name == args.model) and spec.source.startswith(GGUF_PACKAGE_PREFIX):
                 logging.getLogger("ponder").info("prepared %s", prepare_model(spec, settings.state_path, force=args.force))
+
+
+if __name__ == "__main__":
+    main()

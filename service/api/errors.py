@@ -33,6 +33,9 @@ STATUS_TYPES = {
 }
 
 
+TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes", "body"})
+
+
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -54,20 +57,20 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 
 
 def param_path(loc: tuple[Any, ...]) -> str | None:
-    """('messages', 0, 'content') -> 'messages[0].content'; pydantic's union/tag steps are left out."""
+    """('messages', 0, 'content') -> 'messages[0].content'. Union members appear in pydantic's locations as type tags
+    ('str', 'list[int]', 'function-after[...]'); they are not parameters, so they are left out."""
     path = ""
     for step in loc:
         if isinstance(step, int):
             path += f"[{step}]"
-        elif step in ("body",) or (isinstance(step, str) and ("[" in step or step.startswith("function-"))):
-            continue
-        else:
-            path += f".{step}" if path else str(step)
+        elif isinstance(step, str) and step.isidentifier() and step not in TYPE_TAGS:
+            path += f".{step}" if path else step
     return path or None
 
 
 def from_validation_error(exc: ValidationError | RequestValidationError) -> APIError:
-    first = exc.errors()[0]
+    # A value that matches no member of a union fails once per member; the deepest failure is the telling one.
+    first = max(exc.errors(), key=lambda e: len(e.get("loc", ())))
     param = param_path(tuple(first.get("loc", ())))
     message = first.get("msg", "invalid request")
     if first.get("type") == "extra_forbidden":

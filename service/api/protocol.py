@@ -63,6 +63,7 @@ class SamplingFields(StrictModel):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     user: str | None = Field(None, max_length=256)
+    ignore_eos: bool = Field(False, description="vLLM extension: generate exactly max_tokens (benchmarks)")
     strategy: StrategyParams | None = None
     budget: Budget | None = None
     store: bool | None = None

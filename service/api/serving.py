@@ -101,6 +101,7 @@ def sampling_for(body: SamplingFields, prompts: list[list[int]], max_model_len: 
         seed=body.seed,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
+        ignore_eos=body.ignore_eos,
     )
 
 

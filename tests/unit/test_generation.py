@@ -1,0 +1,89 @@
+"""The metering logic of MeteredRun against a scripted engine (the real engine is covered end to end)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from service.budget import Budget
+from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
+from service.generation import MeteredRun
+
+
+class ScriptedPool:
+    """Each engine step emits one token `w<k> ` per completion, `delay` seconds apart."""
+
+    def __init__(self, steps: int, delay: float = 0.0) -> None:
+        self.steps = steps
+        self.delay = delay
+        self.closed: list[str] = []
+
+    async def generate(self, request_id: str, prompt: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
+        try:
+            for k in range(min(self.steps, sampling.max_tokens)):
+                await asyncio.sleep(self.delay)
+                last = k == min(self.steps, sampling.max_tokens) - 1
+                reason = ("length" if sampling.max_tokens <= self.steps else "stop") if last else None
+                yield EngineChunk(
+                    deltas=[CompletionDelta(index=i, text=f"w{k} ", token_ids=[k], finish_reason=reason) for i in range(sampling.n)],
+                    finished=last,
+                )
+        finally:
+            self.closed.append(request_id)
+
+
+def decode(ids: list[int]) -> str:
+    return "".join(f"w{i} " for i in ids)
+
+
+def run(pool: ScriptedPool, n: int, max_tokens: int, cap: int, deadline: float = 30.0, prompts: int = 1) -> MeteredRun:
+    return MeteredRun(pool, "r", [[1, 2, 3]] * prompts, SamplingSpec(n=n, max_tokens=max_tokens), Budget(cap, deadline), decode, max_tokens)  # type: ignore[arg-type]
+
+
+async def test_completes_within_budget() -> None:
+    metered = run(ScriptedPool(steps=5), n=2, max_tokens=10, cap=100)
+    completions = await metered.collect()
+    assert [c.text for c in completions] == ["w0 w1 w2 w3 w4 "] * 2
+    assert [c.finish_reason for c in completions] == ["stop", "stop"]
+    assert metered.usage.completion_tokens == 10
+    assert metered.usage.prompt_tokens == 3
+    assert metered.budget.exhausted is None
+
+
+async def test_token_cap_truncates_exactly_and_says_budget() -> None:
+    metered = run(ScriptedPool(steps=50), n=3, max_tokens=50, cap=7)
+    completions = await metered.collect()
+    assert metered.usage.completion_tokens == 7
+    assert sum(len(c.token_ids) for c in completions) == 7
+    assert all(c.text == decode(c.token_ids) for c in completions)
+    assert {c.finish_reason for c in completions} == {"budget"}
+    assert metered.pool.closed == ["r-0"]  # type: ignore[attr-defined]
+
+
+async def test_cap_below_max_tokens_is_reported_as_budget() -> None:
+    metered = run(ScriptedPool(steps=50), n=1, max_tokens=40, cap=5)
+    assert metered.sampling.max_tokens == 5
+    completions = await metered.collect()
+    assert completions[0].finish_reason == "budget" and len(completions[0].token_ids) == 5
+
+
+async def test_caller_max_tokens_is_length() -> None:
+    completions = await run(ScriptedPool(steps=50), n=1, max_tokens=4, cap=100).collect()
+    assert completions[0].finish_reason == "length"
+
+
+async def test_deadline_stops_and_closes_the_stream() -> None:
+    pool = ScriptedPool(steps=1000, delay=0.01)
+    metered = run(pool, n=1, max_tokens=1000, cap=10_000, deadline=0.2)
+    started = asyncio.get_running_loop().time()
+    completions = await metered.collect()
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert completions[0].finish_reason == "deadline"
+    assert 0 < len(completions[0].token_ids) < 1000
+    assert pool.closed == ["r-0"]
+
+
+async def test_batch_of_prompts_indexes_choices_by_prompt() -> None:
+    completions = await run(ScriptedPool(steps=2), n=2, max_tokens=10, cap=100, prompts=3).collect()
+    assert [c.index for c in completions] == list(range(6))
+    assert all(c.text == "w0 w1 " for c in completions)
