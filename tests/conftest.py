@@ -74,9 +74,12 @@ def ray_bin() -> str:
 
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
+    # Ray 2.60 turns token authentication on for `ray start` clusters; this one listens on loopback only and
+    # the server and the tests join it as separate processes, so it runs without.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     port = free_port()
     subprocess.run(
-        [ray_bin(), "start", "--head", f"--port={port}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false", "--disable-usage-stats"],
+        [ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false", "--disable-usage-stats"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -91,6 +94,7 @@ class Server:
     ray_address: str
     state_dir: Path
     log_path: Path
+    process: subprocess.Popen
 
     @property
     def api(self) -> str:
@@ -102,6 +106,8 @@ class Server:
     def wait_healthy(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}; log: {self.log_path}")
             try:
                 response = self.health()
                 if response.status_code == 200:
@@ -133,7 +139,7 @@ def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFa
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    server = Server(base_url=f"http://127.0.0.1:{port}", ray_address=ray_address, state_dir=state_dir(), log_path=log_path)
+    server = Server(base_url=f"http://127.0.0.1:{port}", ray_address=ray_address, state_dir=state_dir(), log_path=log_path, process=proc)
     try:
         server.wait_healthy(SERVER_START_TIMEOUT_S)
         yield server

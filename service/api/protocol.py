@@ -78,9 +78,11 @@ class SamplingFields(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> SamplingFields:
+    def _consistent(self) -> SamplingFields:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 needs temperature > 0: greedy decoding gives n identical completions")
         return self
 
     def stop_list(self) -> tuple[str, ...]:

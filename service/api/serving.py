@@ -70,7 +70,7 @@ def resolve_model(body: SamplingFields, models: dict[str, ServedModel]) -> Serve
     served = models.get(name)
     if served is None:
         raise APIError(404, f"The model {name!r} does not exist; served models: {', '.join(models)}", param="model", code="model_not_found")
-    if not served.pool.ready:
+    if served.pool.info is None:  # never started yet; during a restart requests wait for the replacement
         raise APIError(503, f"The model {name!r} is not ready yet", code="engine_unavailable")
     return served
 

@@ -67,7 +67,10 @@ class EngineActor:
     async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
         from vllm.inputs import TokensPrompt
 
-        params = _sampling_params(sampling)
+        try:
+            params = _sampling_params(sampling)
+        except ValueError as exc:
+            raise EngineRequestError(str(exc)) from None
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
         async def pump() -> None:

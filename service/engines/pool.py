@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from service.engines.actor import EngineActor
-from service.engines.protocol import EngineChunk, EngineDead, EngineInfo, EngineStats, SamplingSpec
+from service.engines.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
 from service.settings import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ class EnginePool:
                 if produced or attempt >= self.retries:
                     raise EngineUnavailable(f"engine replica {replica.name} died during the request") from exc
                 log.warning("replica %s died before producing output; retrying", replica.name)
+            except EngineRequestError:
+                finished = True
+                raise
+            except RayTaskError as exc:
+                finished = True
+                log.error("engine error on %s: %s", replica.name, exc)
+                raise EngineUnavailable(f"engine error: {type(exc.cause).__name__}: {exc.cause}") from exc
             finally:
                 replica.inflight -= 1
                 if not finished and replica.handle is not None:

@@ -45,6 +45,7 @@ CASES = [
     ("completion logprobs too many", "completions", {"model": MODEL, "prompt": "hi", "logprobs": 99}, None, 400, "logprobs", None),
     ("echo unsupported", "completions", {"model": MODEL, "prompt": "hi", "echo": True}, None, 400, "echo", None),
     ("empty prompt", "completions", {"model": MODEL, "prompt": ""}, None, 400, "prompt", None),
+    ("n > 1 with greedy decoding", "chat/completions", {**CHAT, "n": 2, "temperature": 0}, None, 400, None, None),
     ("messages not a list", "chat/completions", {**CHAT, "messages": "hello"}, None, 400, "messages", None),
 ]
 
