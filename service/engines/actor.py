@@ -28,6 +28,7 @@ from service.engines.protocol import (
 log = logging.getLogger(__name__)
 
 _END = object()
+WARMUP_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def _scheduler_stats_logger(sink: dict[str, Any]) -> Any:
@@ -55,13 +56,19 @@ class EngineActor:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self._latest: dict[str, Any] = {}
+        self._warm = False
         args = AsyncEngineArgs(model=model, served_model_name=served_name, **engine_args)
         self.engine = AsyncLLM.from_engine_args(args, stat_loggers=[_scheduler_stats_logger(self._latest)])
         config = self.engine.model_config
         self.info = EngineInfo(model=served_name, max_model_len=config.max_model_len, dtype=str(config.dtype))
 
     async def ready(self) -> EngineInfo:
+        """Also runs one tiny generation: the first one pays seconds of kernel warm-up that no client should see."""
         await self.engine.check_health()
+        if not self._warm:
+            async for _ in self.generate("ponder-warmup", WARMUP_PROMPT, SamplingSpec(max_tokens=4)):
+                pass
+            self._warm = True
         return self.info
 
     async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
