@@ -201,7 +201,10 @@ async def serve(
         "usage": run.usage.as_openai(),
         "ponder": ponder(),
     }
-    log.info("served %d completions, %d tokens, finish %s", len(completions), run.usage.completion_tokens, budget.exhausted)
+    log.info(
+        "served %d completions, %d tokens, finish %s", len(completions), run.usage.completion_tokens, budget.exhausted,
+        extra={"model": served.spec.name, "strategy": strategy["name"], "user": body.user},
+    )
     return JSONResponse(payload, headers={"x-request-id": request_id})
 
 
