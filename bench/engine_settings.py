@@ -31,7 +31,7 @@ PROMPT = list(range(1000, 1040))
 # Each variant: (engine_args overrides, env overrides). "default" is what `ponder serve` runs.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
     "default": ({}, {}),
-    "compile": ({"enforce_eager": False}, {}),
+    "eager": ({"enforce_eager": True}, {}),
     "multiprocessing": ({}, {"VLLM_ENABLE_V1_MULTIPROCESSING": "1", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}),
     "one_omp_thread": ({}, {"OMP_NUM_THREADS": "1"}),
     "max_num_seqs_16": ({"max_num_seqs": 16}, {}),
@@ -80,7 +80,7 @@ def replace_spec(spec: ModelSpec, args: dict[str, Any], env: dict[str, str]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", default="default,compile,multiprocessing,one_omp_thread,max_num_seqs_16")
+    parser.add_argument("--variants", default="default,eager,multiprocessing,one_omp_thread,max_num_seqs_16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

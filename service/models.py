@@ -23,7 +23,7 @@ CPU_ENGINE_ENV = {
 
 
 def engine_args(spec: ModelSpec) -> dict[str, Any]:
-    args: dict[str, Any] = {"enable_prefix_caching": True, "enforce_eager": True, "max_model_len": 8192}
+    args: dict[str, Any] = {"enable_prefix_caching": True, "enforce_eager": False, "max_model_len": 8192}
     if spec.num_gpus == 0:
         args["dtype"] = cpu_dtype()
     args.update(spec.engine_args)
