@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(settings: Settings) -> None:
-    """Joins `ray_address` when set; otherwise starts a local Ray sized to this machine."""
+    """Joins `ray_address` when set; otherwise starts a local Ray sized to this machine ("local", because a bare
+    `ray.init()` would join whatever cluster `ray start` last left on this host)."""
     if ray.is_initialized():
         return
-    local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
-    ray.init(address=settings.ray_address, namespace=settings.ray_namespace, include_dashboard=False, **local)
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace=settings.ray_namespace)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), namespace=settings.ray_namespace, include_dashboard=False)
 
 
 def load_models(settings: Settings) -> dict[str, ServedModel]:
