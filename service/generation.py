@@ -67,6 +67,7 @@ class MeteredRun:
         budget: Budget,
         decode: Decode,
         requested_max_tokens: int,
+        flush_interval_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.request_id = request_id
@@ -74,6 +75,7 @@ class MeteredRun:
         self.budget = budget
         self.decode = decode
         self.requested_max_tokens = requested_max_tokens
+        self.flush_interval_s = flush_interval_s
         self.sampling = replace(sampling, max_tokens=min(sampling.max_tokens, max(budget.remaining, 1)))
         # Prompt tokens are counted once per prompt, not per completion, as OpenAI does for n > 1.
         self.usage = Usage(prompt_tokens=sum(len(p) for p in prompts))
@@ -123,7 +125,7 @@ class MeteredRun:
 
     async def _feed(self, queue: asyncio.Queue[_Stream | None], engine_id: str, ids: list[int], offset: int) -> None:
         try:
-            async with contextlib.aclosing(self.pool.generate(engine_id, ids, self.sampling)) as chunks:
+            async with contextlib.aclosing(self.pool.generate(engine_id, ids, self.sampling, self.flush_interval_s)) as chunks:
                 async for chunk in chunks:
                     queue.put_nowait(_Stream(offset=offset, chunk=chunk))
         except asyncio.CancelledError:

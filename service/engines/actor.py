@@ -71,7 +71,11 @@ class EngineActor:
             self._warm = True
         return self.info
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0
+    ) -> AsyncIterator[EngineChunk]:
+        """`flush_interval_s` > 0 holds output back for up to that long (never past the end of the request): a caller
+        that does not stream to a client needs far fewer Ray objects, and every one costs CPU the engine shares."""
         from vllm.inputs import TokensPrompt
 
         try:
@@ -94,9 +98,7 @@ class EngineActor:
         finished = False
         try:
             while not finished:
-                items = [await queue.get()]
-                while not queue.empty():
-                    items.append(queue.get_nowait())
+                items = await _gather_until(queue, flush_interval_s)
                 chunks = [i for i in items if isinstance(i, EngineChunk)]
                 failure = next((i for i in items if isinstance(i, BaseException)), None)
                 finished = failure is not None or any(i is _END for i in items)
@@ -135,6 +137,29 @@ class EngineActor:
         if isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, EngineGenerateError):
             return EngineRequestError(str(exc))
         return exc
+
+
+def _ends(items: list[Any]) -> bool:
+    return any(i is _END or isinstance(i, BaseException) for i in items)
+
+
+async def _gather_until(queue: asyncio.Queue[Any], interval_s: float) -> list[Any]:
+    """Waits for one item, then takes whatever else arrives within `interval_s`, stopping early at the end."""
+    items = [await queue.get()]
+    loop = asyncio.get_running_loop()
+    until = loop.time() + interval_s
+    while not _ends(items):
+        while not queue.empty():
+            items.append(queue.get_nowait())
+        left = until - loop.time()
+        if left <= 0 or _ends(items):
+            break
+        try:
+            async with asyncio.timeout(left):
+                items.append(await queue.get())
+        except TimeoutError:
+            break
+    return items
 
 
 def _sampling_params(spec: SamplingSpec) -> Any:

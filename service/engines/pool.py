@@ -90,14 +90,16 @@ class EnginePool:
     def _all_failed(self) -> bool:
         return all(r.state == "failed" for r in self.replicas)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0
+    ) -> AsyncIterator[EngineChunk]:
         """Streams the engine's chunks; aborts the engine request if the consumer stops early or is cancelled."""
         for attempt in itertools.count():
             replica = await self._pick()
             replica.inflight += 1
             produced = finished = False
             try:
-                stream = replica.handle.generate.options(num_returns="streaming").remote(request_id, prompt_token_ids, sampling)
+                stream = replica.handle.generate.options(num_returns="streaming").remote(request_id, prompt_token_ids, sampling, flush_interval_s)
                 async for ref in stream:
                     chunk: EngineChunk = await ref
                     produced = True

@@ -18,7 +18,7 @@ class ScriptedPool:
         self.delay = delay
         self.closed: list[str] = []
 
-    async def generate(self, request_id: str, prompt: list[int], sampling: SamplingSpec) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request_id: str, prompt: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
         try:
             for k in range(min(self.steps, sampling.max_tokens)):
                 await asyncio.sleep(self.delay)
