@@ -152,7 +152,6 @@ class MeteredRun:
                 token_ids=delta.token_ids,
                 logprobs=delta.logprobs,
                 finish_reason=self._finish_reason(delta.finish_reason, len(completion.token_ids) + len(delta.token_ids)),
-                stop_reason=delta.stop_reason,
             )
             completion.text += out.text
             completion.token_ids.extend(out.token_ids)

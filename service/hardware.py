@@ -28,6 +28,7 @@ def cpu_dtype() -> str:
     return "bfloat16" if NATIVE_BF16_FLAGS & cpu_flags() else "float32"
 
 
+@lru_cache(maxsize=1)
 def host_info() -> dict[str, object]:
     """Recorded beside every benchmark result: the fastest engine settings differ between hosts."""
     model_name = ""

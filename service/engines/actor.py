@@ -202,7 +202,6 @@ def _delta(completion: Any, top_k: int) -> CompletionDelta:
         token_ids=list(completion.token_ids),
         logprobs=logprobs,
         finish_reason=completion.finish_reason,
-        stop_reason=completion.stop_reason,
     )
 
 

@@ -37,7 +37,6 @@ class CompletionDelta:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
-    stop_reason: str | int | None = None
 
     def extend(self, other: CompletionDelta) -> None:
         self.text += other.text
@@ -45,7 +44,6 @@ class CompletionDelta:
         if other.logprobs is not None:
             self.logprobs = (self.logprobs or []) + other.logprobs
         self.finish_reason = other.finish_reason
-        self.stop_reason = other.stop_reason
 
 
 @dataclass
