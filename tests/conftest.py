@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from openai import AsyncOpenAI, OpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 900
@@ -150,3 +151,13 @@ def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def client(server: Server) -> OpenAI:
+    return OpenAI(base_url=server.api, api_key="none", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def aclient(server: Server) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=server.api, api_key="none", max_retries=0, timeout=120)

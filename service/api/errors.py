@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from strategies.registry import STRATEGY_NAMES
+
 log = logging.getLogger(__name__)
 
 STATUS_TYPES = {
@@ -58,9 +60,12 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 
 def param_path(loc: tuple[Any, ...]) -> str | None:
     """('messages', 0, 'content') -> 'messages[0].content'. Union members appear in pydantic's locations as type tags
-    ('str', 'list[int]', 'function-after[...]'); they are not parameters, so they are left out."""
+    ('str', 'list[int]', 'function-after[...]') and, for the strategy union, as its `name`; they are not
+    parameters, so they are left out."""
     path = ""
-    for step in loc:
+    for before, step in zip((None, *loc), loc, strict=False):
+        if before == "strategy" and step in STRATEGY_NAMES:
+            continue
         if isinstance(step, int):
             path += f"[{step}]"
         elif isinstance(step, str) and step.isidentifier() and step not in TYPE_TAGS:
@@ -71,7 +76,10 @@ def param_path(loc: tuple[Any, ...]) -> str | None:
 def from_validation_error(exc: ValidationError | RequestValidationError) -> APIError:
     # A value that matches no member of a union fails once per member; the deepest failure is the telling one.
     first = max(exc.errors(), key=lambda e: len(e.get("loc", ())))
-    param = param_path(tuple(first.get("loc", ())))
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") in ("union_tag_invalid", "union_tag_not_found"):  # name the field that picks the member
+        loc += (str(first.get("ctx", {}).get("discriminator", "")).strip("'"),)
+    param = param_path(loc)
     message = first.get("msg", "invalid request")
     if first.get("type") == "extra_forbidden":
         message = "Unrecognized request argument supplied"

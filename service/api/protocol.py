@@ -15,6 +15,8 @@ from strategies.registry import StrategyParams
 MAX_N = 64
 MAX_LOGPROBS = 20
 MAX_STOP = 4
+MAX_TESTS = 256
+MAX_TEST_CHARS = 65536
 
 
 class StrictModel(BaseModel):
@@ -26,6 +28,16 @@ class Budget(StrictModel):
 
     max_total_tokens: PositiveInt | None = None
     deadline_s: PositiveFloat | None = None
+
+
+class Verifier(StrictModel):
+    """What the verifiers need: tests for `code_tests` (assert lines, or test code defining `check(candidate)`),
+    the function under test, a reference answer to grade the result against, and a time limit per test run."""
+
+    tests: Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)] | Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)]], Field(min_length=1, max_length=MAX_TESTS)] | None = None
+    entry_point: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+    reference: str | None = Field(None, min_length=1, max_length=4096)
+    timeout_s: float | None = Field(None, gt=0.0, le=60.0)
 
 
 class StreamOptions(StrictModel):
@@ -66,6 +78,7 @@ class SamplingFields(StrictModel):
     ignore_eos: bool = Field(False, description="vLLM extension: generate exactly max_tokens (benchmarks)")
     strategy: StrategyParams | None = None
     budget: Budget | None = None
+    verifier: Verifier | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None

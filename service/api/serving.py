@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 
 from service.api.errors import APIError, error_body, from_validation_error
 from service.api.protocol import Budget as BudgetRequest
-from service.api.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from service.api.protocol import ChatCompletionRequest, SamplingFields
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob

@@ -47,6 +47,19 @@ CASES = [
     ("empty prompt", "completions", {"model": MODEL, "prompt": ""}, None, 400, "prompt", None),
     ("n > 1 with greedy decoding", "chat/completions", {**CHAT, "n": 2, "temperature": 0}, None, 400, None, None),
     ("messages not a list", "chat/completions", {**CHAT, "messages": "hello"}, None, 400, "messages", None),
+    ("strategy samples zero", "chat/completions", {**CHAT, "strategy": {"name": "majority", "n": 0}}, None, 400, "strategy.n", None),
+    ("strategy samples too many", "chat/completions", {**CHAT, "strategy": {"name": "best_of_n", "n": 1000}}, None, 400, "strategy.n", None),
+    ("strategy greedy temperature", "chat/completions", {**CHAT, "strategy": {"name": "majority", "temperature": 0}}, None, 400, "strategy.temperature", None),
+    ("strategy unknown selector", "chat/completions", {**CHAT, "strategy": {"name": "best_of_n", "select": "vibes"}}, None, 400, "strategy.select", None),
+    ("strategy unknown knob", "chat/completions", {**CHAT, "strategy": {"name": "majority", "beams": 3}}, None, 400, "strategy.beams", "extra_forbidden"),
+    ("strategy without a name", "chat/completions", {**CHAT, "strategy": {"n": 3}}, None, 400, "strategy.name", None),
+    ("n > 1 with a strategy", "chat/completions", {**CHAT, "n": 2, "strategy": {"name": "majority"}}, None, 400, "n", None),
+    ("model name and strategy disagree", "chat/completions", {**CHAT, "model": f"{MODEL}@majority", "strategy": {"name": "best_of_n"}}, None, 400, "strategy", "conflicting_strategy"),
+    ("code_tests without tests", "chat/completions", {**CHAT, "strategy": {"name": "best_of_n", "select": "code_tests"}}, None, 400, "verifier.tests", None),
+    ("code_tests without tests, streaming", "chat/completions", {**CHAT, "stream": True, "strategy": {"name": "best_of_n", "select": "code_tests"}}, None, 400, "verifier.tests", None),
+    ("verifier timeout too long", "chat/completions", {**CHAT, "verifier": {"timeout_s": 3600}}, None, 400, "verifier.timeout_s", None),
+    ("verifier entry point not a name", "chat/completions", {**CHAT, "verifier": {"entry_point": "os.system('x')"}}, None, 400, "verifier.entry_point", None),
+    ("strategy with a batch of prompts", "completions", {"model": MODEL, "prompt": ["a", "b"], "strategy": {"name": "majority"}}, None, 400, "prompt", None),
 ]
 
 

@@ -18,16 +18,6 @@ QUESTION = [{"role": "user", "content": "What is 2+2?"}]
 
 
 @pytest.fixture(scope="module")
-def client(server: Server) -> OpenAI:
-    return OpenAI(base_url=server.api, api_key="none", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def aclient(server: Server) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=server.api, api_key="none", max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
 def tokenizer(server: Server):
     return AutoTokenizer.from_pretrained(server.state_dir / "models" / MODEL)
 

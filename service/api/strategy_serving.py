@@ -1,0 +1,189 @@
+"""Serving a request that names a strategy: the strategy runs as one task against a `RequestContext`; the response
+is the chosen candidate as a normal choice, `usage` over every rollout, and the `ponder` report (candidates, scores
+or votes, what was chosen and why, tokens by stage, budget use). A stream sends the strategy's progress as chunks
+with an empty delta and a `ponder` event, then the chosen answer, then the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
+
+from service.api.errors import APIError, error_body
+from service.api.protocol import SamplingFields
+from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, open_budget, sampling_for, until_disconnected
+from service.context import RequestContext
+from service.engines.pool import EngineUnavailable
+from service.engines.protocol import CompletionDelta, EngineRequestError, TokenLogprob
+from service.generation import Completion
+from service.models import ServedModel
+from service.settings import Settings
+from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
+from strategies.registry import STRATEGIES, check_input, default_params, split_model_name
+from verifiers.answers import AnswerGrouper, extract_answer
+from verifiers.code import Sandbox
+
+log = logging.getLogger(__name__)
+
+
+def strategy_params(body: SamplingFields) -> BaseModel | None:
+    """The strategy a request asks for (its field, else the one in `<model>@<strategy>`), or None for a plain call."""
+    params = body.strategy or (default_params(name) if (name := split_model_name(body.model)[1]) else None)
+    return None if params is None or params.name == "none" else params
+
+
+def task_for(body: SamplingFields, text: str) -> Task:
+    v = body.verifier
+    spec = VerifierSpec(tests=v.tests, entry_point=v.entry_point, reference=v.reference, timeout_s=v.timeout_s) if v else VerifierSpec()
+    return Task(text=text, verifier=spec, temperature=body.temperature, top_p=body.top_p, max_tokens=body.token_limit)  # type: ignore[attr-defined]
+
+
+async def grade(result: StrategyResult, reference: str | None, answers: AnswerGrouper) -> None:
+    """With a reference answer, every candidate (and so the chosen one) is marked correct or not, by math-verify."""
+    if reference is None:
+        return
+    for c in result.candidates:
+        c.correct = await answers.equivalent(reference, c.answer if c.answer is not None else extract_answer(c.rollout.text))
+
+
+class StrategyRun:
+    """One request's strategy: its context, its task, and the report the response carries."""
+
+    def __init__(self, request: Request, body: SamplingFields, served: ServedModel, prompt: list[int], text: str, params: BaseModel, settings: Settings) -> None:
+        if body.n != 1:
+            raise APIError(400, "n must be 1 with a strategy; the strategy's own `n` sets how many samples it draws", param="n", code="invalid_value")
+        self.request_id: str = request.state.request_id
+        self.params = params
+        self.budget = open_budget(body.budget, settings)
+        info = served.pool.info
+        assert info is not None
+        self.logprobs_k = body.logprobs_k  # type: ignore[attr-defined]
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.ctx = RequestContext(
+            served=served,
+            request_id=self.request_id,
+            prompt=prompt,
+            task=task_for(body, text),
+            budget=self.budget,
+            answers=request.app.state.answers,
+            sandbox=request.app.state.sandbox,
+            base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),  # type: ignore[attr-defined]
+            flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
+            on_event=self.events.put_nowait if body.stream else None,
+        )
+        self.started = time.monotonic()
+        try:
+            check_input(self.ctx.task, params)
+        except StrategyInputError as exc:
+            raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
+
+    async def run(self) -> StrategyResult:
+        result = await STRATEGIES[self.params.name](self.ctx, self.params)  # type: ignore[attr-defined]
+        await grade(result, self.ctx.task.verifier.reference, self.ctx.answers)
+        return result
+
+    def finish_reason(self, result: StrategyResult) -> str:
+        if self.budget.exhausted:
+            return self.budget.exhausted
+        return (result.chosen.rollout.finish_reason if result.chosen else None) or "stop"
+
+    def choice(self, result: StrategyResult) -> Completion:
+        chosen = result.chosen.rollout if result.chosen else None
+        k = self.logprobs_k or 0
+        logprobs = [TokenLogprob(t.token, t.logprob, t.top[:k]) for t in chosen.logprobs] if chosen else []
+        return Completion(index=0, text=result.text, token_ids=list(chosen.token_ids) if chosen else [], logprobs=logprobs, finish_reason=self.finish_reason(result))
+
+    def report(self, result: StrategyResult) -> dict[str, Any]:
+        usage = self.ctx.usage
+        return {
+            "request_id": self.request_id,
+            "strategy": self.params.model_dump(),
+            "rollouts": len(result.candidates),
+            "engine_requests": self.ctx.engine_requests,
+            "tokens": {stage: u.as_openai() for stage, u in self.ctx.stages.items()},
+            "cached_prompt_tokens": usage.cached_tokens,
+            "latency_s": round(time.monotonic() - self.started, 4),
+            "candidates": [c.report() for c in result.candidates],
+            "chosen": result.chosen.index if result.chosen else None,
+            "selection": result.selection,
+            "correct": result.chosen.correct if result.chosen else None,
+            "budget": self.budget.report(),
+            "finish": self.budget.exhausted,
+        }
+
+
+async def serve_strategy(request: Request, run: StrategyRun, body: SamplingFields, served: ServedModel, fmt: OutputFormat) -> Response:
+    header = {"id": fmt.id_prefix + run.request_id, "created": int(time.time()), "model": served.spec.name}
+    with_logprobs = run.logprobs_k is not None
+    if body.stream:
+        return EventSourceResponse(stream_strategy(run, fmt, header, with_logprobs, body.include_usage), sep="\n", headers={"x-request-id": run.request_id})
+    result = await until_disconnected(request, run.run())
+    if result is None:
+        log.info("client disconnected; strategy cancelled and its engine requests aborted")
+        return Response(status_code=499)
+    payload = {
+        **header,
+        "object": fmt.object,
+        "choices": [fmt.choice(run.choice(result), with_logprobs)],
+        "usage": run.ctx.usage.as_openai(),
+        "ponder": run.report(result),
+    }
+    log.info(
+        "strategy %s: %d rollouts, %d tokens, finish %s", run.params.name, len(result.candidates), run.ctx.usage.completion_tokens, run.budget.exhausted,  # type: ignore[attr-defined]
+        extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},  # type: ignore[attr-defined]
+    )
+    return JSONResponse(payload, headers={"x-request-id": run.request_id})
+
+
+async def stream_strategy(run: StrategyRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool) -> AsyncIterator[dict[str, str]]:
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, str]:
+        return {"data": json.dumps({**header, "object": fmt.chunk_object, "choices": choices, **extra}, separators=(",", ":"))}
+
+    def empty(finish_reason: str | None = None) -> dict[str, Any]:
+        if fmt.chat:
+            return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "text": "", "logprobs": None, "finish_reason": finish_reason}
+
+    task = asyncio.ensure_future(run.run())
+    try:
+        if fmt.chat:
+            yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+        while not (task.done() and run.events.empty()):
+            getter = asyncio.ensure_future(run.events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield chunk([empty()], ponder={"event": getter.result()})
+            else:
+                getter.cancel()
+        result = task.result()
+        answer = run.choice(result)
+        delta = CompletionDelta(index=0, text=answer.text, token_ids=answer.token_ids, logprobs=answer.logprobs)
+        yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs)])
+        yield chunk([empty(answer.finish_reason)])
+        final: dict[str, Any] = {"ponder": run.report(result)}
+        if include_usage:
+            final["usage"] = run.ctx.usage.as_openai()
+        yield chunk([], **final)
+        yield {"data": "[DONE]"}
+    except (EngineUnavailable, EngineRequestError) as exc:
+        status = 503 if isinstance(exc, EngineUnavailable) else 400
+        body = error_body(status, str(exc), code="engine_unavailable" if status == 503 else "invalid_request")
+        log.error("strategy stream failed: %s", exc)
+        yield {"data": json.dumps(body)}
+        yield {"data": "[DONE]"}
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def verifier_services(settings: Settings) -> tuple[AnswerGrouper, Sandbox]:
+    return AnswerGrouper(timeout_s=settings.answer_timeout_s), Sandbox(settings.sandbox)

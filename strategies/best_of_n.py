@@ -1,0 +1,97 @@
+"""Best-of-N (Snell et al. 2024 §5.1; search-and-learn `best_of_n`), with the verifiers a CPU service has instead
+of a process reward model.
+
+    sample N solutions at temperature T                      (one engine request, shared prompt KV cache)
+    score each:  code_tests       tests passed (the caller's, or the examples visible in the prompt), in a sandbox
+                 logprob          mean token log-probability
+                 self_certainty   KL(uniform || p) averaged over tokens (Kang et al. 2025)
+    select:      argmax score, or weighted_majority: W(a) = Σ_{i: ans(s_i) = a} r_i, return argmax_a W(a)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task, usable
+from strategies.majority import DEFAULT_N, DEFAULT_TEMPERATURE, MAX_SAMPLES
+from strategies.voting import TOP_LOGPROBS, Score, best_by, representative, score_candidates, vote
+from verifiers.answers import extract_answer
+from verifiers.code import TestCase, caller_tests, run_tests, visible_tests
+from verifiers.programs import candidate_program, entry_point_of, stub_of
+
+Select = Literal["logprob", "self_certainty", "code_tests", "weighted_majority"]
+
+
+class BestOfNParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["best_of_n"] = "best_of_n"
+    n: int = Field(DEFAULT_N, ge=1, le=MAX_SAMPLES, description="solutions sampled")
+    temperature: float | None = Field(None, gt=0.0, le=2.0, description="default: the request's, else 0.8")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="default: the request's, else 1.0")
+    select: Select = Field("logprob", description="the verifier or score that picks the answer")
+    score: Score = Field("logprob", description="reward of weighted_majority; tie-break of code_tests")
+
+
+def tests_for(task: Task) -> tuple[list[TestCase], str, str | None]:
+    """The tests code_tests may use: the caller's, else the examples visible in the prompt (never hidden ones)."""
+    stub = stub_of(task.text)
+    entry = task.verifier.entry_point or entry_point_of(stub)
+    tests = caller_tests(task.verifier.tests) if task.verifier.tests else visible_tests(task.text, entry)
+    if not tests:
+        raise StrategyInputError(
+            "select=code_tests needs tests: pass verifier.tests, or show examples (doctests) in the prompt", "verifier.tests"
+        )
+    return tests, stub, entry
+
+
+def check(task: Task, params: BestOfNParams) -> None:
+    if params.select == "code_tests":
+        tests_for(task)
+
+
+async def best_of_n(ctx: Context, params: BestOfNParams) -> StrategyResult:
+    tests = tests_for(ctx.task) if params.select == "code_tests" else None
+    needs = {params.score} | ({params.select} if params.select in TOP_LOGPROBS else set())
+    rollouts = await ctx.generate(
+        params.n,
+        temperature=params.temperature or ctx.task.temperature or DEFAULT_TEMPERATURE,
+        top_p=params.top_p or ctx.task.top_p or 1.0,
+        logprobs=max(TOP_LOGPROBS[s] for s in needs),
+    )
+    candidates = [Candidate(r) for r in rollouts]
+    score_candidates(candidates, ctx.vocab_size)
+    pool = usable(candidates)
+    selection: dict[str, object] = {"method": "best_of_n", "select": params.select}
+    if params.select == "code_tests":
+        assert tests is not None
+        chosen = await _by_tests(ctx, pool, *tests, tie_break=params.score)
+    elif params.select == "weighted_majority":
+        for c in candidates:
+            c.answer = extract_answer(c.rollout.text)
+        for c, group in zip(pool, await ctx.answers.group([c.answer for c in pool]), strict=True):
+            c.group = group
+        tally = vote(pool, params.score)
+        ctx.emit({"type": "tally", **tally.report(pool)})
+        selection.update(weight=params.score, **tally.report(pool))
+        chosen = representative(pool, tally.winner)
+    else:
+        chosen = best_by(pool, params.select)
+    chosen = chosen or (pool[0] if pool else None)
+    selection["alternatives"] = {key: pick.index for key in ("logprob", "self_certainty") if (pick := best_by(pool, key))}
+    return StrategyResult(candidates, chosen, selection)
+
+
+async def _by_tests(ctx: Context, pool: list[Candidate], tests: list[TestCase], stub: str, entry: str | None, tie_break: str) -> Candidate | None:
+    """Most tests passed wins; equal pass counts go to the higher score, then the earlier rollout."""
+
+    async def check(c: Candidate) -> None:
+        c.tests = await run_tests(ctx.sandbox, candidate_program(c.rollout.text, stub, entry), tests, entry)
+        ctx.emit({"type": "tested", "index": c.index, "passed": c.tests.passed, "total": c.tests.total})
+
+    await asyncio.gather(*(check(c) for c in pool))
+    if not pool:
+        return None
+    return max(pool, key=lambda c: (c.tests.passed if c.tests else -1, c.scores.get(tie_break, float("-inf")), -c.index))
