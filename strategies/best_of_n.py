@@ -88,7 +88,8 @@ async def _by_tests(ctx: Context, pool: list[Candidate], tests: list[TestCase], 
     """Most tests passed wins; equal pass counts go to the higher score, then the earlier rollout."""
 
     async def check(c: Candidate) -> None:
-        c.tests = await run_tests(ctx.sandbox, candidate_program(c.rollout.text, stub, entry), tests, entry)
+        program = candidate_program(c.rollout.text, stub, entry)
+        c.tests = await run_tests(ctx.sandbox, program, tests, entry, wall_s=ctx.task.verifier.timeout_s)
         ctx.emit({"type": "tested", "index": c.index, "passed": c.tests.passed, "total": c.tests.total})
 
     await asyncio.gather(*(check(c) for c in pool))

@@ -182,25 +182,30 @@ class Sandbox:
         self.isolation = self._mode.describe()
         self._slots = asyncio.Semaphore(self.limits.concurrency)
 
-    async def run(self, source: str, stdin: str = "") -> ExecutionResult:
+    async def run(self, source: str, stdin: str = "", wall_s: float | None = None) -> ExecutionResult:
+        """`wall_s` replaces the wall-clock limit for this run (a caller's `verifier.timeout_s`); CPU time stays
+        within it."""
+        limits = self.limits
+        if wall_s is not None:
+            limits = limits.model_copy(update={"wall_s": wall_s, "cpu_s": min(limits.cpu_s, wall_s)})
         async with self._slots:
-            with _prepared(self._mode, self.limits, source, stdin) as (argv, options):
+            with _prepared(self._mode, limits, source, stdin) as (argv, options):
                 started = time.monotonic()
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, **options
                 )
                 try:
-                    return await self._watch(proc, started)
+                    return await self._watch(proc, started, limits)
                 finally:  # also on cancellation: nothing of the run may outlive it
                     _kill_group(proc.pid)
                     await proc.wait()
 
-    async def _watch(self, proc: asyncio.subprocess.Process, started: float) -> ExecutionResult:
-        limit = self.limits.output_kb * 1024
+    async def _watch(self, proc: asyncio.subprocess.Process, started: float, limits: SandboxLimits) -> ExecutionResult:
+        limit = limits.output_kb * 1024
         stdout, stderr = (_Capture(limit, lambda: _kill_group(proc.pid)) for _ in range(2))
         timed_out = False
         try:
-            async with asyncio.timeout(self.limits.wall_s):
+            async with asyncio.timeout(limits.wall_s):
                 await asyncio.gather(stdout.drain(proc.stdout), stderr.drain(proc.stderr), proc.wait())
         except TimeoutError:
             timed_out = True
@@ -421,7 +426,7 @@ _harness(*{payload!r})
 
 
 async def run_tests(
-    sandbox: Sandbox, program: str, tests: list[TestCase], entry_point: str | None = None
+    sandbox: Sandbox, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None
 ) -> TestReport:
     """Run the program once, then each test in its own try/except, in one sandbox run.
 
@@ -433,7 +438,7 @@ async def run_tests(
         return TestReport(passed=0, total=0, status="no_tests", failures=[])
     marker = secrets.token_hex(16)
     payload = (program, [test.source for test in tests], entry_point, marker)
-    result = await sandbox.run(_HARNESS.format(payload=payload))
+    result = await sandbox.run(_HARNESS.format(payload=payload), wall_s=wall_s)
     outcomes = re.findall(rf"^{marker} (\d+) (pass|fail)$", result.stdout, re.MULTILINE)
     failed = {int(index) for index, outcome in outcomes if outcome == "fail"}
     passed = {int(index) for index, outcome in outcomes if outcome == "pass"} - failed

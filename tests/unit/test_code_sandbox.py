@@ -511,3 +511,10 @@ def test_audit_hook_looks_up_no_names_a_program_could_rebind(tmp_path: Path) -> 
     guard = make_guard(str(tmp_path), ("/usr/lib/python3",), 4)
     lookups = {i.opname for i in dis.get_instructions(guard)} & {"LOAD_GLOBAL", "LOAD_NAME"}
     assert not lookups
+
+
+async def test_a_callers_timeout_replaces_the_wall_limit(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    report = await run_tests(sandbox, "def f():\n    while True: pass", caller_tests(["f()"]), wall_s=1)
+    assert report.status == "timeout" and report.passed == 0
+    assert time.monotonic() - started < 3
