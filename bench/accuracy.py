@@ -29,11 +29,9 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
-from bench.server import RESULTS_DIR, free_port, ponder_side, running, versions
+from bench.server import RESULTS_DIR, free_port, ponder_side, prepared_model, running, versions
 from bench.suites import arithmetic, humaneval
-from service.engines.prepare import prepare_model
 from service.hardware import host_info
-from service.settings import get_settings
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.code import Sandbox, SandboxLimits
 
@@ -240,16 +238,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    log.setLevel(logging.INFO)
-    settings = get_settings()
-    spec = settings.model(MODEL)
-    if spec is None:
-        raise SystemExit(f"no model {MODEL!r} in the settings (PONDER_MODELS)")
-    spec = spec.model_copy(update={"replicas": 1})
-    prepare_model(spec, settings.state_path)
+    spec, state_path, _ = prepared_model(MODEL, log)
     started = datetime.now(UTC)
-    side = ponder_side(spec, settings.state_path, free_port())
+    side = ponder_side(spec, state_path, free_port())
     log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
     suite = arithmetic_run if args.suite == "arithmetic" else humaneval_run
     with running(side, log_path) as (base_url, startup_s):

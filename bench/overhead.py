@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
-from bench.server import RESULTS_DIR, Side, free_port, ponder_side, running, versions
-from service.engines.prepare import prepare_model
+from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
 from service.hardware import host_info
 from service.models import engine_args, engine_env
-from service.settings import ModelSpec, get_settings
+from service.settings import ModelSpec
 
 log = logging.getLogger("bench.overhead")
 
@@ -224,18 +223,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    log.setLevel(logging.INFO)
-    settings = get_settings()
-    spec = settings.model(MODEL)
-    if spec is None:
-        raise SystemExit(f"no model {MODEL!r} in the settings (PONDER_MODELS)")
-    spec = spec.model_copy(update={"replicas": 1})
-    model_dir = prepare_model(spec, settings.state_path)
+    spec, state_path, model_dir = prepared_model(MODEL, log)
     workload = Workload(args.warmup, args.sequential, args.clients, args.per_client, args.ttft, args.repeats, args.max_tokens)
     started = datetime.now(UTC)
     log_dir = Path(tempfile.mkdtemp(prefix="ponder-bench-"))
-    sides = [vllm_side(spec, model_dir, free_port()), ponder_side(spec, settings.state_path, free_port())]
+    sides = [vllm_side(spec, model_dir, free_port()), ponder_side(spec, state_path, free_port())]
     runs = [{side.name: measure(side, workload, log_dir / f"{side.name}-{run}.log") for side in sides} for run in range(args.runs)]
     summary: dict[str, Any] = {side.name: summarize([r for run in runs for r in run[side.name]["repeats"]]) for side in sides}
     summary["ratio"] = {

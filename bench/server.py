@@ -23,7 +23,8 @@ import httpx
 import psutil
 
 from service.models import engine_args, engine_env
-from service.settings import ModelSpec
+from service.engines.prepare import prepare_model
+from service.settings import ModelSpec, get_settings
 
 log = logging.getLogger("bench.server")
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +126,17 @@ def running(side: Side, log_path: Path) -> Iterator[tuple[str, float]]:
         yield base_url, startup_s
     finally:
         stop(proc, side.stop_grace_s)
+
+
+def prepared_model(name: str, bench_log: logging.Logger) -> tuple[ModelSpec, Path, Path]:
+    """The settings' spec of `name` on one replica (a benchmark measures one engine), prepared: (spec, state
+    directory, model directory). Logging is set up so the benchmark's progress lines show and libraries stay quiet."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    bench_log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO)
+    settings = get_settings()
+    spec = settings.model(name)
+    if spec is None:
+        raise SystemExit(f"no model {name!r} in the settings (PONDER_MODELS)")
+    spec = spec.model_copy(update={"replicas": 1})
+    return spec, settings.state_path, prepare_model(spec, settings.state_path)
