@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task, usable
-from strategies.majority import DEFAULT_N, DEFAULT_TEMPERATURE, MAX_SAMPLES
+from strategies.majority import DEFAULT_TEMPERATURE, SamplingKnobs
 from strategies.voting import TOP_LOGPROBS, Score, best_by, representative, score_candidates, vote
 from verifiers.answers import extract_answer
 from verifiers.code import TestCase, caller_tests, run_tests, visible_tests
@@ -25,12 +25,8 @@ from verifiers.programs import candidate_program, entry_point_of, stub_of
 Select = Literal["logprob", "self_certainty", "code_tests", "weighted_majority"]
 
 
-class BestOfNParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BestOfNParams(SamplingKnobs):
     name: Literal["best_of_n"] = "best_of_n"
-    n: int = Field(DEFAULT_N, ge=1, le=MAX_SAMPLES, description="solutions sampled")
-    temperature: float | None = Field(None, gt=0.0, le=2.0, description="default: the request's, else 0.8")
-    top_p: float | None = Field(None, gt=0.0, le=1.0, description="default: the request's, else 1.0")
     select: Select = Field("logprob", description="the verifier or score that picks the answer")
     score: Score = Field("logprob", description="reward of weighted_majority; tie-break of code_tests")
 

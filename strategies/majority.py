@@ -22,12 +22,17 @@ DEFAULT_TEMPERATURE = 0.8
 MAX_SAMPLES = 64
 
 
-class MajorityParams(BaseModel):
+class SamplingKnobs(BaseModel):
+    """The knobs every sampling strategy shares."""
+
     model_config = ConfigDict(extra="forbid")
-    name: Literal["majority"] = "majority"
     n: int = Field(DEFAULT_N, ge=1, le=MAX_SAMPLES, description="solutions sampled")
     temperature: float | None = Field(None, gt=0.0, le=2.0, description="default: the request's, else 0.8")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="default: the request's, else 1.0")
+
+
+class MajorityParams(SamplingKnobs):
+    name: Literal["majority"] = "majority"
     weight: Weight = Field("none", description="weight each vote by a score (weighted self-consistency)")
 
 
