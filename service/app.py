@@ -12,14 +12,17 @@ from typing import Any
 import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import store
+from service.api import ledger_routes
 from service.api.errors import APIError, install_error_handlers
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
-from service.api.serving import OutputFormat, parse, read_json, resolve_model, serve
+from service.api.serving import OutputFormat, describe, parse, read_json, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.hardware import host_info
+from service.ledger import Ledger
 from service.middleware import RequestIdMiddleware
 from service.models import ServedModel, build_served_model
 from service.settings import Settings
@@ -50,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = store.connect(settings.redis_url)
+        app.state.ledger = Ledger(app.state.redis, settings.ledger)
         app.state.answers, app.state.sandbox = verifier_services(settings)
         await asyncio.to_thread(init_ray, settings)
         app.state.models = await asyncio.to_thread(load_models, settings)
@@ -61,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             for served in app.state.models.values():
                 await served.pool.stop()
+            await app.state.ledger.drain(settings.ledger.write_timeout_s)
             await app.state.redis.aclose()
             await app.state.answers.aclose()
             await asyncio.to_thread(ray.shutdown)
@@ -69,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.include_router(ledger_routes.router)
 
     def served_models(request: Request) -> dict[str, ServedModel]:
         return request.app.state.models
@@ -76,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request, settings.max_body_bytes))
+        describe(request, body)
         served = resolve_model(body, served_models(request))
         messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
         try:
@@ -92,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body: CompletionRequest = parse(CompletionRequest, await read_json(request, settings.max_body_bytes))
+        describe(request, body)
         served = resolve_model(body, served_models(request))
         prompts = []
         for prompt in body.prompts():
@@ -128,6 +136,10 @@ def create_app(settings: Settings) -> FastAPI:
                 for name, served in served_models(request).items()
             ],
         }
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:

@@ -5,6 +5,7 @@ progress event per finished rollout. Cancelling the strategy's task cancels the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +35,9 @@ class RequestContext:
     usage: Usage = field(default_factory=Usage)
     stages: dict[str, Usage] = field(default_factory=dict)
     engine_requests: int = 0
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    """Every progress event with its time since the request started: the record of how the answer was reached."""
+    started: float = field(default_factory=time.perf_counter)
 
     @property
     def vocab_size(self) -> int:
@@ -70,6 +74,7 @@ class RequestContext:
             self.served.codec.decode,
             requested_max_tokens=sampling.max_tokens,
             flush_interval_s=self.flush_interval_s,
+            stage=stage,
         )
         try:
             async for deltas in run.deltas():
@@ -82,6 +87,7 @@ class RequestContext:
         return [Rollout(c.index, c.text, list(c.token_ids), list(c.logprobs), c.finish_reason) for c in run.completions]
 
     def emit(self, event: dict[str, Any]) -> None:
+        self.trace.append({"t": round(time.perf_counter() - self.started, 4), **event})
         if self.on_event is not None:
             self.on_event(event)
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from service import metrics
 from service.budget import DEADLINE, TOKENS, Budget
 from service.engines.pool import EnginePool
 from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
@@ -68,8 +70,10 @@ class MeteredRun:
         decode: Decode,
         requested_max_tokens: int,
         flush_interval_s: float = 0.0,
+        stage: str = "sample",
     ) -> None:
         self.pool = pool
+        self.stage = stage
         self.request_id = request_id
         self.prompts = prompts
         self.budget = budget
@@ -81,6 +85,8 @@ class MeteredRun:
         self.usage = Usage(prompt_tokens=sum(len(p) for p in prompts))
         self.completions = [Completion(index=i) for i in range(len(prompts) * sampling.n)]
         self._cached: dict[int, int] = {}
+        self._open: set[int] = set()
+        self._started = 0.0
 
     async def deltas(self) -> AsyncIterator[list[CompletionDelta]]:
         """Yields granted output as it arrives; returns when every completion has finished or the budget is spent."""
@@ -90,6 +96,10 @@ class MeteredRun:
             for p, ids in enumerate(self.prompts)
         ]
         live = len(tasks)
+        self._open = {c.index for c in self.completions}
+        self._started = time.perf_counter()
+        in_flight = metrics.ROLLOUTS_IN_FLIGHT.labels(self.pool.spec.name)
+        in_flight.inc(len(self._open))
         try:
             while live:
                 try:
@@ -113,6 +123,8 @@ class MeteredRun:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            in_flight.dec(len(self._open))
+            self._open.clear()
         if self.budget.exhausted:
             closing = self._close_unfinished(self.budget.exhausted)
             if closing:
@@ -157,9 +169,16 @@ class MeteredRun:
             completion.token_ids.extend(out.token_ids)
             completion.logprobs.extend(out.logprobs or ())
             completion.finish_reason = out.finish_reason
+            if out.finish_reason is not None:
+                self._finished(completion.index)
             if out.text or out.token_ids or out.finish_reason:
                 granted.append(out)
         return granted
+
+    def _finished(self, index: int) -> None:
+        self._open.discard(index)
+        metrics.ROLLOUTS_IN_FLIGHT.labels(self.pool.spec.name).dec()
+        metrics.ROLLOUT_LATENCY.labels(self.pool.spec.name, self.stage).observe(time.perf_counter() - self._started)
 
     def _count_cached(self, offset: int, chunk: EngineChunk) -> None:
         prompt = offset // self.sampling.n

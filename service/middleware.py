@@ -1,5 +1,7 @@
 """Pure ASGI middleware (Starlette's BaseHTTPMiddleware would break streaming cancellation): gives every request an
-id, puts it in the log context and the `x-request-id` response header, and logs one line per request."""
+id, puts it in the log context and the `x-request-id` response header, and logs one line per request; a generation
+request's ledger entry is opened before the app runs and closed after the last byte of the response (or the
+client's disconnect), which is when its outcome, latency and tokens are finally known."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import time
 import uuid
 from typing import Any
 
+from service.ledger import CLIENT_CLOSED, Entry, observe
 from service.logs import request_id_var
 
 log = logging.getLogger("ponder.access")
+
+LEDGERED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class RequestIdMiddleware:
@@ -22,7 +27,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        entry = Entry(id=request_id, route=scope["path"]) if scope["method"] == "POST" and scope["path"] in LEDGERED_ROUTES else None
+        scope.setdefault("state", {}).update(request_id=request_id, entry=entry)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 0
@@ -38,6 +44,10 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if entry is not None:
+                record = entry.close(status or CLIENT_CLOSED)  # no response started: the client left first
+                observe(record)
+                scope["app"].state.ledger.submit(record)
             log.info(
                 "%s %s %d %.1f ms",
                 scope["method"],

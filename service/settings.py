@@ -42,6 +42,15 @@ class BudgetDefaults(BaseModel):
     max_deadline_s: PositiveFloat = 3600.0
 
 
+class LedgerSettings(BaseModel):
+    """The request ledger in Redis: how many records the stream keeps, how long a record (and its feedback) lives,
+    and how long a write may take before it is given up and counted as lost."""
+
+    max_records: PositiveInt = 100_000
+    ttl_s: PositiveInt = 7 * 24 * 3600
+    write_timeout_s: PositiveFloat = 2.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PONDER_", env_nested_delimiter="__", extra="ignore")
 
@@ -58,6 +67,7 @@ class Settings(BaseSettings):
     engine_health_interval_s: PositiveFloat = 5.0
     request_retries: int = Field(1, ge=0, le=3, description="retries of an engine call whose replica died")
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="limits of the code verifier's sandbox")
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="the request ledger in Redis (PONDER_LEDGER__*)")
     answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"
 

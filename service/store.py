@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 def connect(url: str | None) -> Redis:
     if url:
-        return Redis.from_url(url, decode_responses=True)
+        # Bounded waits: a Redis that stops answering must cost a ledger write or a cache lookup, not a request.
+        return Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=2.0)
     from fakeredis import FakeAsyncRedis
 
     return FakeAsyncRedis(decode_responses=True)

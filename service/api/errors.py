@@ -89,14 +89,22 @@ def from_validation_error(exc: ValidationError | RequestValidationError) -> APIE
     return APIError(400, text, param=param, code=str(first.get("type", "invalid_value")))
 
 
+def failed(request: Request, error: APIError) -> APIError:
+    """Notes the error on the request's ledger entry (generation routes have one) and returns it."""
+    entry = getattr(request.state, "entry", None)
+    if entry is not None:
+        entry.fail(error.status, error.message, error.code)
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return failed(request, exc).response()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return from_validation_error(exc).response()
+        return failed(request, from_validation_error(exc)).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -108,4 +116,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return APIError(500, "Internal server error", code="internal_error").response()
+        return failed(request, APIError(500, "Internal server error", code="internal_error")).response()

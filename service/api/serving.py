@@ -23,6 +23,7 @@ from service.budget import Budget
 from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
 from service.generation import Completion, MeteredRun
+from service.ledger import Entry
 from service.models import ServedModel
 from service.settings import Settings
 from strategies.registry import STRATEGY_NAMES, split_model_name
@@ -62,6 +63,20 @@ def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from exc
+
+
+def describe(request: Request, body: SamplingFields) -> Entry:
+    """What the ledger knows of a request as soon as its body is valid: model, strategy and its knobs, streaming."""
+    entry: Entry = request.state.entry
+    entry.model, strategy = split_model_name(body.model)
+    entry.stream = body.stream
+    if body.strategy is not None:
+        entry.strategy, entry.params = body.strategy.name, body.strategy.model_dump()
+    elif strategy is not None:
+        entry.strategy = strategy
+    else:
+        entry.params = {"n": body.n, "temperature": body.temperature, "max_tokens": body.token_limit}  # type: ignore[attr-defined]
+    return entry
 
 
 def resolve_model(body: SamplingFields, models: dict[str, ServedModel]) -> ServedModel:
@@ -184,6 +199,8 @@ async def serve(
         served.pool, request_id, prompts, sampling, budget, served.codec.decode, requested_max_tokens=sampling.max_tokens,
         flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
     )
+    entry: Entry = request.state.entry
+    entry.usage, entry.stages, entry.budget = run.usage, {"sample": run.usage}, budget
     created = int(time.time())
     strategy = (body.strategy.model_dump() if body.strategy else {"name": "none"})
     header = {"id": fmt.id_prefix + request_id, "created": created, "model": served.spec.name}
@@ -193,7 +210,7 @@ async def serve(
 
     if body.stream:
         return EventSourceResponse(
-            stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder),
+            stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry),
             sep="\n",
             headers={"x-request-id": request_id},
         )
@@ -208,6 +225,7 @@ async def serve(
         "usage": run.usage.as_openai(),
         "ponder": ponder(),
     }
+    entry.done(completions[0].finish_reason if len(completions) == 1 else None, payload["ponder"])
     log.info(
         "served %d completions, %d tokens, finish %s", len(completions), run.usage.completion_tokens, budget.exhausted,
         extra={"model": served.spec.name, "strategy": strategy["name"], "user": body.user},
@@ -216,7 +234,7 @@ async def serve(
 
 
 async def stream_events(
-    run: MeteredRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool, ponder: Any
+    run: MeteredRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool, ponder: Any, entry: Entry
 ) -> AsyncIterator[dict[str, str]]:
     text_offsets = {c.index: 0 for c in run.completions}
 
@@ -230,19 +248,28 @@ async def stream_events(
         async for deltas in run.deltas():
             choices = []
             for d in deltas:
+                if d.token_ids:
+                    entry.first_token()
                 choices.append(fmt.delta_choice(d, text_offsets[d.index], False, with_logprobs))
                 text_offsets[d.index] += len(d.text)
             yield event({**header, "object": fmt.chunk_object, "choices": choices})
         final: dict[str, Any] = {**header, "object": fmt.chunk_object, "choices": [], "ponder": ponder()}
         if include_usage:
             final["usage"] = run.usage.as_openai()
+        entry.done(run.completions[0].finish_reason if len(run.completions) == 1 else None, final["ponder"])
         yield event(final)
         yield {"data": "[DONE]"}
     except (EngineUnavailable, EngineRequestError) as exc:
-        status = 503 if isinstance(exc, EngineUnavailable) else 400
         log.error("stream failed: %s", exc)
-        yield event(error_body(status, str(exc), code="engine_unavailable" if status == 503 else "invalid_request"))
+        yield event(stream_error(exc, entry))
         yield {"data": "[DONE]"}
+
+
+def stream_error(exc: EngineUnavailable | EngineRequestError, entry: Entry) -> dict[str, Any]:
+    """An engine failure after the stream's 200 went out: an error event in OpenAI's shape, noted in the ledger."""
+    status, code = (503, "engine_unavailable") if isinstance(exc, EngineUnavailable) else (400, "invalid_request")
+    entry.fail(status, str(exc), code)
+    return error_body(status, str(exc), code=code)
 
 
 async def until_disconnected(request: Request, work: Any) -> Any:

@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from service.api.errors import APIError, error_body
+from service.api.errors import APIError
 from service.api.protocol import SamplingFields
-from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, open_budget, sampling_for, until_disconnected
+from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, open_budget, sampling_for, stream_error, until_disconnected
 from service.context import RequestContext
 from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.generation import Completion
+from service.ledger import Entry
 from service.models import ServedModel
 from service.settings import Settings
 from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
@@ -79,6 +80,8 @@ class StrategyRun:
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
         )
+        self.entry: Entry = request.state.entry
+        self.entry.usage, self.entry.stages, self.entry.budget = self.ctx.usage, self.ctx.stages, self.budget
         self.started = time.monotonic()
         try:
             check_input(self.ctx.task, params)
@@ -114,6 +117,7 @@ class StrategyRun:
             "candidates": [c.report() for c in result.candidates],
             "chosen": result.chosen.index if result.chosen else None,
             "selection": result.selection,
+            "trace": self.ctx.trace,
             "correct": result.chosen.correct if result.chosen else None,
             "budget": self.budget.report(),
             "finish": self.budget.exhausted,
@@ -136,6 +140,7 @@ async def serve_strategy(request: Request, run: StrategyRun, body: SamplingField
         "usage": run.ctx.usage.as_openai(),
         "ponder": run.report(result),
     }
+    run.entry.done(payload["choices"][0]["finish_reason"], payload["ponder"], payload["ponder"]["correct"])
     log.info(
         "strategy %s: %d rollouts, %d tokens, finish %s", run.params.name, len(result.candidates), run.ctx.usage.completion_tokens, run.budget.exhausted,  # type: ignore[attr-defined]
         extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},  # type: ignore[attr-defined]
@@ -166,18 +171,18 @@ async def stream_strategy(run: StrategyRun, fmt: OutputFormat, header: dict[str,
         result = task.result()
         answer = run.choice(result)
         delta = CompletionDelta(index=0, text=answer.text, token_ids=answer.token_ids, logprobs=answer.logprobs)
+        run.entry.first_token()
         yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs)])
         yield chunk([empty(answer.finish_reason)])
         final: dict[str, Any] = {"ponder": run.report(result)}
         if include_usage:
             final["usage"] = run.ctx.usage.as_openai()
+        run.entry.done(answer.finish_reason, final["ponder"], final["ponder"]["correct"])
         yield chunk([], **final)
         yield {"data": "[DONE]"}
     except (EngineUnavailable, EngineRequestError) as exc:
-        status = 503 if isinstance(exc, EngineUnavailable) else 400
-        body = error_body(status, str(exc), code="engine_unavailable" if status == 503 else "invalid_request")
         log.error("strategy stream failed: %s", exc)
-        yield {"data": json.dumps(body)}
+        yield {"data": json.dumps(stream_error(exc, run.entry))}
         yield {"data": "[DONE]"}
     finally:
         if not task.done():

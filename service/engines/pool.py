@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from service import metrics
 from service.engines.actor import EngineActor
 from service.engines.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
 from service.settings import ModelSpec
@@ -205,6 +206,10 @@ class EnginePool:
             for replica in [r for r in self.replicas if r.state == "ready"]:
                 try:
                     async with asyncio.timeout(HEALTH_TIMEOUT_S):
-                        await replica.handle.health.remote()
+                        stats: EngineStats = await replica.handle.health.remote()
+                    labels = (self.spec.name, str(replica.index))
+                    metrics.ENGINE_RUNNING.labels(*labels).set(stats.running)
+                    metrics.ENGINE_WAITING.labels(*labels).set(stats.waiting)
+                    metrics.ENGINE_KV_USAGE.labels(*labels).set(stats.kv_cache_usage)
                 except (RayActorError, EngineDead, GetTimeoutError, TimeoutError) as exc:
                     self._replace(replica, f"health check failed: {type(exc).__name__}: {exc}")

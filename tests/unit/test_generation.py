@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+from prometheus_client import REGISTRY
 
 from service.budget import Budget
 from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
@@ -12,6 +15,8 @@ from service.generation import MeteredRun
 
 class ScriptedPool:
     """Each engine step emits one token `w<k> ` per completion, `delay` seconds apart."""
+
+    spec = SimpleNamespace(name="scripted")
 
     def __init__(self, steps: int, delay: float = 0.0) -> None:
         self.steps = steps
@@ -87,3 +92,15 @@ async def test_batch_of_prompts_indexes_choices_by_prompt() -> None:
     completions = await run(ScriptedPool(steps=2), n=2, max_tokens=10, cap=100, prompts=3).collect()
     assert [c.index for c in completions] == list(range(6))
     assert all(c.text == "w0 w1 " for c in completions)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_rollout_metrics_settle_whether_rollouts_finish_or_are_cut() -> None:
+    before = sample("ponder_rollout_latency_seconds_count", model="scripted", stage="sample")
+    await run(ScriptedPool(steps=3), n=4, max_tokens=10, cap=100).collect()
+    assert sample("ponder_rollout_latency_seconds_count", model="scripted", stage="sample") == before + 4
+    await run(ScriptedPool(steps=50), n=3, max_tokens=50, cap=5).collect()
+    assert sample("ponder_rollouts_in_flight", model="scripted") == 0
