@@ -5,12 +5,14 @@ progress event per finished rollout. Cancelling the strategy's task cancels the 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.budget import Budget
+from service.cache import RequestCache
 from service.engines.protocol import SamplingSpec
 from service.generation import MeteredRun, Usage
 from service.models import ServedModel
@@ -28,6 +30,7 @@ class RequestContext:
     budget: Budget
     answers: AnswerGrouper
     sandbox: Sandbox
+    cache: RequestCache
     base_sampling: SamplingSpec
     """The request's own sampling (stop strings, seed, penalties, max_tokens, the client's logprobs)."""
     flush_interval_s: float = 0.0
@@ -38,6 +41,10 @@ class RequestContext:
     trace: list[dict[str, Any]] = field(default_factory=list)
     """Every progress event with its time since the request started: the record of how the answer was reached."""
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def model(self) -> str:
+        return self.served.spec.name
 
     @property
     def vocab_size(self) -> int:
@@ -52,9 +59,11 @@ class RequestContext:
         max_tokens: int | None = None,
         logprobs: int | None = None,
         stage: str = "sample",
+        messages: list[dict[str, str]] | None = None,
     ) -> list[Rollout]:
         if self.budget.exhausted:
             return []
+        prompt = self.prompt if messages is None else await asyncio.to_thread(self.served.codec.chat, messages)
         wanted = self.base_sampling.logprobs
         sampling = replace(
             self.base_sampling,
@@ -68,7 +77,7 @@ class RequestContext:
         run = MeteredRun(
             self.served.pool,
             f"{self.request_id}-{stage}{self.engine_requests}",
-            [self.prompt],
+            [prompt],
             sampling,
             self.budget,
             self.served.codec.decode,
@@ -84,7 +93,7 @@ class RequestContext:
                         self.emit({"type": "rollout", "stage": stage, "index": d.index, "tokens": len(done.token_ids), "finish_reason": d.finish_reason})
         finally:
             self._count(stage, run.usage)
-        return [Rollout(c.index, c.text, list(c.token_ids), list(c.logprobs), c.finish_reason) for c in run.completions]
+        return [Rollout(c.index, c.text, list(c.token_ids), list(c.logprobs), c.finish_reason, len(prompt)) for c in run.completions]
 
     def emit(self, event: dict[str, Any]) -> None:
         self.trace.append({"t": round(time.perf_counter() - self.started, 4), **event})

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     request_retries: int = Field(1, ge=0, le=3, description="retries of an engine call whose replica died")
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="limits of the code verifier's sandbox")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="the request ledger in Redis (PONDER_LEDGER__*)")
+    results_dir: Path | None = Field(None, description="benchmark results the dashboard shows (default: the installed bench package's results/)")
+    cache_ttl_s: PositiveInt = Field(24 * 3600, description="how long the strategies' shared results (summaries, votes) live in Redis")
     answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"
 

@@ -55,6 +55,7 @@ class Rollout:
     token_ids: list[int]
     logprobs: list[TokenLogprob]
     finish_reason: str | None
+    prompt_tokens: int = 0
 
     @property
     def cut_short(self) -> bool:
@@ -104,11 +105,24 @@ class StrategyResult:
         return self.chosen.rollout.text if self.chosen else ""
 
 
+class Cache(Protocol):
+    """Results worth sharing across requests and gateways (summaries, judge votes), under a key made of everything
+    they depend on. A miss, an error or an unreachable store all read as None: the cache may only save work."""
+
+    async def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    async def put(self, kind: str, key: dict[str, Any], value: dict[str, Any], tokens: int) -> None:
+        """`tokens` is what producing `value` cost, reported as saved whenever it is reused."""
+        ...
+
+
 class Context(Protocol):
     task: Task
+    model: str
     vocab_size: int
     answers: AnswerGrouper
     sandbox: Sandbox
+    cache: Cache
 
     async def generate(
         self,
@@ -119,8 +133,10 @@ class Context(Protocol):
         max_tokens: int | None = None,
         logprobs: int | None = None,
         stage: str = "sample",
+        messages: list[dict[str, str]] | None = None,
     ) -> list[Rollout]:
-        """N samples of the task's prompt in one engine request (they share its prefill and KV cache)."""
+        """N samples in one engine request (they share the prompt's prefill and KV cache): of the task's own prompt,
+        or of `messages` (a strategy's own prompt: a summary, a judge's comparison), rendered by the chat template."""
         ...
 
     def emit(self, event: dict[str, Any]) -> None:

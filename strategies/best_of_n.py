@@ -31,14 +31,14 @@ class BestOfNParams(SamplingKnobs):
     score: Score = Field("logprob", description="reward of weighted_majority; tie-break of code_tests")
 
 
-def tests_for(task: Task) -> tuple[list[TestCase], str, str | None]:
-    """The tests code_tests may use: the caller's, else the examples visible in the prompt (never hidden ones)."""
+def tests_for(task: Task, needed_by: str = "select=code_tests") -> tuple[list[TestCase], str, str | None]:
+    """The tests a strategy may run: the caller's, else the examples visible in the prompt (never hidden ones)."""
     stub = stub_of(task.text)
     entry = task.verifier.entry_point or entry_point_of(stub)
     tests = caller_tests(task.verifier.tests) if task.verifier.tests else visible_tests(task.text, entry)
     if not tests:
         raise StrategyInputError(
-            "select=code_tests needs tests: pass verifier.tests, or show examples (doctests) in the prompt", "verifier.tests"
+            f"{needed_by} needs tests: pass verifier.tests, or show examples (doctests) in the prompt", "verifier.tests"
         )
     return tests, stub, entry
 

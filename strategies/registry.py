@@ -13,6 +13,9 @@ from strategies.base import Context, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, best_of_n
 from strategies.best_of_n import check as check_best_of_n
 from strategies.majority import MajorityParams, majority
+from strategies.pdr import PDRParams, pdr
+from strategies.rtv import RTVParams, rtv
+from strategies.rtv import check as check_rollouts
 
 
 class NoneParams(BaseModel):
@@ -22,13 +25,13 @@ class NoneParams(BaseModel):
     name: Literal["none"] = "none"
 
 
-StrategyParams = Annotated[NoneParams | MajorityParams | BestOfNParams, Field(discriminator="name")]
+StrategyParams = Annotated[NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams, Field(discriminator="name")]
 StrategyFn = Callable[[Context, Any], Awaitable[StrategyResult]]
 
-STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n}
+STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr}
 STRATEGY_NAMES = ("none", *STRATEGIES)
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
-CHECKS: dict[str, Callable[[Task, Any], None]] = {"best_of_n": check_best_of_n}
+CHECKS: dict[str, Callable[[Task, Any], None]] = {"best_of_n": check_best_of_n, "rtv": check_rollouts, "pdr": check_rollouts}
 _PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
 
 

@@ -20,6 +20,7 @@ from sse_starlette import EventSourceResponse
 from service.api.errors import APIError
 from service.api.protocol import SamplingFields
 from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, open_budget, sampling_for, stream_error, until_disconnected
+from service.cache import RequestCache
 from service.context import RequestContext
 from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineRequestError, TokenLogprob
@@ -76,6 +77,7 @@ class StrategyRun:
             budget=self.budget,
             answers=request.app.state.answers,
             sandbox=request.app.state.sandbox,
+            cache=RequestCache(request.app.state.redis, settings.cache_ttl_s),
             base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),  # type: ignore[attr-defined]
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
@@ -113,6 +115,7 @@ class StrategyRun:
             "engine_requests": self.ctx.engine_requests,
             "tokens": {stage: u.as_openai() for stage, u in self.ctx.stages.items()},
             "cached_prompt_tokens": usage.cached_tokens,
+            "cache": self.ctx.cache.report(),
             "latency_s": round(time.monotonic() - self.started, 4),
             "candidates": [c.report() for c in result.candidates],
             "chosen": result.chosen.index if result.chosen else None,
