@@ -57,7 +57,7 @@ class Match:
     path_tokens: int = 0
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"round": self.round, "members": self.members, "votes": {str(k): v for k, v in self.votes.items()}, "winner": self.winner}
+        out: dict[str, Any] = {"round": self.round, "members": self.members, "votes": {str(k): v for k, v in self.votes.items()}, "winner": self.winner, "orders": self.orders}
         if self.abstained:
             out["abstained"] = self.abstained
         if self.tie:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,10 +125,10 @@ def state_dir() -> Path:
     return Path(os.environ.get("PONDER_TEST_STATE_DIR", Path.home() / ".local/share/ponder"))
 
 
-@pytest.fixture(scope="session")
-def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextmanager
+def running_server(redis_url: str, ray_address: str, log_path: Path, **env_overrides: str) -> Iterator[Server]:
+    """`ponder serve` joined to the Ray cluster and Redis, stopped (SIGINT, then kill) on the way out."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "ponder.log"
     env = {
         **os.environ,
         "PONDER_HOST": "127.0.0.1",
@@ -137,6 +138,7 @@ def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFa
         "PONDER_RAY_ADDRESS": ray_address,
         "PONDER_ENGINE_HEALTH_INTERVAL_S": "1",
         "PONDER_MAX_BODY_BYTES": str(256 * 1024),
+        **env_overrides,
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -151,6 +153,12 @@ def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFa
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(redis_url, ray_address, tmp_path_factory.mktemp("server") / "ponder.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
