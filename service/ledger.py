@@ -51,6 +51,7 @@ class LedgerRecord(BaseModel):
     id: str
     time: float
     source: Literal["request", "benchmark"] = "request"
+    key_id: str | None = None
     run: str | None = None
     route: str
     model: str | None = None
@@ -100,6 +101,7 @@ class Entry:
     correct: bool | None = None
     detail: dict[str, Any] | None = None
     first_token_at: float | None = None
+    key_id: str | None = None
     completed: bool = False
     """True once the whole response was produced; a 200 that never completed was cut off by the client."""
 
@@ -125,6 +127,7 @@ class Entry:
         return LedgerRecord(
             id=self.id,
             time=self.at,
+            key_id=self.key_id,
             route=self.route,
             model=self.model,
             strategy=self.strategy,

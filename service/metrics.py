@@ -23,3 +23,5 @@ LEDGER_WRITE_FAILURES = Counter("ponder_ledger_write_failures", "Ledger records 
 FEEDBACK = Counter("ponder_feedback", "Answers marked correct or not through POST /v1/feedback", ["model", "strategy", "correct"])
 CACHE_LOOKUPS = Counter("ponder_cache_lookups", "Lookups in the strategies' shared cache (summaries, judge votes) by result: hit, miss or error", ["cache", "result"])
 CACHE_SAVED_TOKENS = Counter("ponder_cache_saved_tokens", "Tokens a cache hit saved (what producing the reused value had cost)", ["cache"])
+AUTH_FAILURES = Counter("ponder_auth_failures", "Requests refused for a missing or unknown API key", ["reason"])
+QUOTA_REFUSALS = Counter("ponder_quota_refusals", "Requests refused (429) because their key's quota was spent", ["quota"])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from verifiers.code import SandboxLimits
 
@@ -51,6 +51,13 @@ class LedgerSettings(BaseModel):
     write_timeout_s: PositiveFloat = 2.0
 
 
+class QuotaSettings(BaseModel):
+    """Per API key, per minute, shared by every gateway through Redis; unset means unlimited."""
+
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PONDER_", env_nested_delimiter="__", extra="ignore")
 
@@ -61,6 +68,11 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     ray_namespace: str = "ponder"
     redis_url: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted API keys, comma-separated; none (and no file) turns auth off")
+    api_keys_file: Path | None = Field(None, description="lines of '<key id> <sha256 hex of the key>', re-read when it changes")
+    auth_metrics: bool = Field(False, description="/metrics needs a key too")
+    auth_dashboard: bool = Field(False, description="/dashboard needs a key too")
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
     budget: BudgetDefaults = Field(default_factory=BudgetDefaults)
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     engine_start_timeout_s: PositiveFloat = 600.0
@@ -72,6 +84,11 @@ class Settings(BaseSettings):
     cache_ttl_s: PositiveInt = Field(24 * 3600, description="how long the strategies' shared results (summaries, votes) live in Redis")
     answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        return [k.strip() for k in value.split(",") if k.strip()] if isinstance(value, str) else value
 
     @property
     def state_path(self) -> Path:

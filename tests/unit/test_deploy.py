@@ -268,6 +268,7 @@ def test_compose_services_fit_together(compose: dict[str, Any], monkeypatch: pyt
         "redis": "service_healthy", "ray-head": "service_healthy", "ray-worker": "service_healthy"}
     # The gateway's environment is valid for Ponder's settings, and names the services that exist.
     settings = settings_from(gateway["environment"], monkeypatch)
+    assert settings.api_keys, "compose turns API keys on"
     assert settings.ray_address == "ray-head:6379" and "--port=6379" in head["command"]
     assert urlparse(settings.redis_url).hostname == "redis"
     # Every engine's custom resource is on the worker, with a slot for each gateway's engines.
