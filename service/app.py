@@ -14,11 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service import store
+from service import dashboard, store
 from service.api import ledger_routes
+from service.auth import AuthMiddleware, KeyRing, Quotas
 from service.api.errors import APIError, install_error_handlers
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
-from service.api.serving import OutputFormat, describe, parse, read_json, resolve_model, serve
+from service.api.serving import OutputFormat, read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.hardware import host_info
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = store.connect(settings.redis_url)
         app.state.ledger = Ledger(app.state.redis, settings.ledger)
+        app.state.quotas = Quotas(app.state.redis, settings.quota)
         app.state.answers, app.state.sandbox = verifier_services(settings)
         await asyncio.to_thread(init_ray, settings)
         app.state.models = await asyncio.to_thread(load_models, settings)
@@ -72,17 +74,19 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Ponder", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.keys = KeyRing(settings.api_keys, settings.api_keys_file)
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AuthMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: refusals get an id, a log line, a record
     app.include_router(ledger_routes.router)
+    app.include_router(dashboard.router)
 
     def served_models(request: Request) -> dict[str, ServedModel]:
         return request.app.state.models
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        body: ChatCompletionRequest = parse(ChatCompletionRequest, await read_json(request, settings.max_body_bytes))
-        describe(request, body)
+        body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
         served = resolve_model(body, served_models(request))
         messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
         try:
@@ -98,8 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        body: CompletionRequest = parse(CompletionRequest, await read_json(request, settings.max_body_bytes))
-        describe(request, body)
+        body: CompletionRequest = await read_request(request, CompletionRequest, settings.max_body_bytes)
         served = resolve_model(body, served_models(request))
         prompts = []
         for prompt in body.prompts():

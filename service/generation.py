@@ -120,11 +120,12 @@ class MeteredRun:
                 if self.budget.exhausted:
                     break
         finally:
+            # Before any await: a cancelled stream (anyio re-delivers cancellation at every await) may get no further.
+            in_flight.dec(len(self._open))
+            self._open.clear()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            in_flight.dec(len(self._open))
-            self._open.clear()
         if self.budget.exhausted:
             closing = self._close_unfinished(self.budget.exhausted)
             if closing:

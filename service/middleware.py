@@ -43,6 +43,12 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Unhandled: Starlette's outermost middleware answers 500; the ledger must say so, not "cancelled".
+            status = status or 500
+            if entry is not None:
+                entry.fail(500, "Internal server error", "internal_error")
+            raise
         finally:
             if entry is not None:
                 record = entry.close(status or CLIENT_CLOSED)  # no response started: the client left first

@@ -64,8 +64,9 @@ def parse_sections(text: str) -> dict[str, str]:
     by_title = {h.lower(): s for s, h in HEADINGS.items()}
     sections = dict.fromkeys(SECTIONS, "")
     marks = list(_HEADING.finditer(text))
-    for mark, after in zip(marks, [*marks[1:], None], strict=True):
-        body = text[mark.start(2) : after.start() if after else len(text)]
+    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
+    for mark, end in zip(marks, ends, strict=True):
+        body = text[mark.start(2) : end]
         sections[by_title[mark.group(1).lower()]] = " ".join(body.split())[:400]
     return sections
 

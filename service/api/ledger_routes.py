@@ -50,3 +50,7 @@ async def request_record(request: Request, request_id: str) -> LedgerRecord:
     if record is None:
         raise unknown(request_id)
     return record
+
+
+# The dashboard's view of the same record: behind the dashboard's access rule (PONDER_AUTH_DASHBOARD), not the API's.
+router.add_api_route("/dashboard/requests/{request_id}", request_record, methods=["GET"], include_in_schema=False)

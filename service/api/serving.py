@@ -65,9 +65,20 @@ def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
         raise from_validation_error(exc) from exc
 
 
-def describe(request: Request, body: SamplingFields) -> Entry:
-    """What the ledger knows of a request as soon as its body is valid: model, strategy and its knobs, streaming."""
+async def read_request(request: Request, model: type[BaseModel], limit: int) -> Any:
+    """The validated body of a generation request. Its ledger entry learns the model as soon as the JSON names one
+    (so a rejected request is still ledgered under its model), and the rest once the body is valid."""
+    data = await read_json(request, limit)
     entry: Entry = request.state.entry
+    if isinstance(data.get("model"), str):
+        entry.model = split_model_name(data["model"])[0]
+    body = parse(model, data)
+    describe(entry, body)
+    return body
+
+
+def describe(entry: Entry, body: SamplingFields) -> None:
+    """What the ledger knows of a request once its body is valid: model, strategy and its knobs, streaming."""
     entry.model, strategy = split_model_name(body.model)
     entry.stream = body.stream
     if body.strategy is not None:
@@ -76,7 +87,6 @@ def describe(request: Request, body: SamplingFields) -> Entry:
         entry.strategy = strategy
     else:
         entry.params = {"n": body.n, "temperature": body.temperature, "max_tokens": body.token_limit}  # type: ignore[attr-defined]
-    return entry
 
 
 def resolve_model(body: SamplingFields, models: dict[str, ServedModel]) -> ServedModel:

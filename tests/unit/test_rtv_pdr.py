@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from service.cache import CacheUse
@@ -14,7 +16,7 @@ from strategies.base import Rollout, StrategyInputError, Task, VerifierSpec
 from strategies.pdr import PDRParams, pdr
 from strategies.registry import check_input
 from strategies.rtv import RTVParams, rtv
-from strategies.summaries import parse_sections
+from strategies.summaries import SECTIONS, parse_sections
 from verifiers.code import Sandbox, SandboxLimits
 
 TASK = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
@@ -109,6 +111,12 @@ def test_parameters_are_validated() -> None:
         RTVParams(n=4, keep=5)
     with pytest.raises(ValidationError):
         RTVParams(group_size=1)
+
+
+@given(st.text(max_size=500))
+def test_any_model_output_parses_into_the_sections(text: str) -> None:
+    sections = parse_sections(text)
+    assert set(sections) == set(SECTIONS) and all(len(v) <= 400 for v in sections.values())
 
 
 def test_sections_are_parsed_leniently() -> None:
