@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import httpx
 import pytest
 import redis
 from openai import AsyncOpenAI, OpenAI
+from redis.asyncio import Redis as AsyncRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 900
@@ -33,6 +34,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Test files that write to the real Redis server each get a database of their own, emptied before and after.
+DATABASES = {"auth": 10, "dashboard_page": 11, "dashboard_data": 12, "ledger": 13}
+
+
+def database_url(redis_url: str, name: str) -> str:
+    return redis_url.rsplit("/", 1)[0] + f"/{DATABASES[name]}"
+
+
+@asynccontextmanager
+async def empty_database(redis_url: str, name: str) -> AsyncIterator[AsyncRedis]:
+    from service import store
+
+    client = store.connect(database_url(redis_url, name))
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.flushdb()
+        await client.aclose()
 
 
 def redis_answers(url: str) -> bool:

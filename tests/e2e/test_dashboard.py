@@ -22,12 +22,11 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from service import store
 
-from ..conftest import ROOT, Server, free_port
+from ..conftest import ROOT, Server, database_url, free_port
 from ..unit.test_dashboard_data import BENCH_RUN, light_app, rid, seed, write_bench
 
 CHROMIUM = Path("/usr/bin/chromium")
 REAL_RUN = "accuracy-arithmetic-20261123T132821Z"
-LIGHT_DB = 11
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/install_browser.sh")
 
@@ -41,7 +40,7 @@ class LightServer:
 @pytest.fixture(scope="module")
 def light_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LightServer]:
     """uvicorn in a thread of this process, so the page has a real HTTP server and no engine is started."""
-    db_url = redis_url.rsplit("/", 1)[0] + f"/{LIGHT_DB}"
+    db_url = database_url(redis_url, "dashboard_page")
     results = tmp_path_factory.mktemp("results")
     shutil.copy(ROOT / "bench" / "results" / f"{REAL_RUN}.json", results)
     write_bench(results)

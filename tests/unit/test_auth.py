@@ -25,9 +25,8 @@ from service.ledger import Ledger
 from service.middleware import RequestIdMiddleware
 from service.settings import LedgerSettings, QuotaSettings, Settings
 
-from ..conftest import free_port
+from ..conftest import empty_database, free_port
 
-TEST_DB = 11
 KEY = "sk-ponder-test-0123456789"
 
 
@@ -61,11 +60,8 @@ def light_app(redis: Redis, settings: Settings) -> FastAPI:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = store.connect(redis_url.rsplit("/", 1)[0] + f"/{TEST_DB}")
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+    async with empty_database(redis_url, "auth") as client:
+        yield client
 
 
 def client_for(app: FastAPI, key: str | None = None) -> httpx.AsyncClient:

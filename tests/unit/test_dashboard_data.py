@@ -28,9 +28,8 @@ from service.dashboard import MAX_SINCE, MAX_WINDOW_S, Point, bucket_size, paret
 from service.ledger import RECORD, STREAM, Ledger, LedgerRecord
 from service.settings import LedgerSettings, Settings
 
-from ..conftest import free_port
+from ..conftest import database_url, empty_database, free_port
 
-TEST_DB = 12
 BENCH_RUN = "accuracy-tiny-20261123T000000Z"
 
 
@@ -127,16 +126,13 @@ def write_bench(directory: Path) -> Path:
 
 @pytest.fixture
 def db_url(redis_url: str) -> str:
-    return redis_url.rsplit("/", 1)[0] + f"/{TEST_DB}"
+    return database_url(redis_url, "dashboard_data")
 
 
 @pytest.fixture
-async def redis(db_url: str) -> AsyncIterator[Redis]:
-    client = store.connect(db_url)
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    async with empty_database(redis_url, "dashboard_data") as client:
+        yield client
 
 
 @pytest.fixture

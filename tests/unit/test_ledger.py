@@ -18,19 +18,15 @@ from service.generation import Usage
 from service.ledger import Entry, Ledger, LedgerRecord, bench_records, observe
 from service.settings import LedgerSettings
 
-from ..conftest import free_port
+from ..conftest import empty_database, free_port
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
-TEST_DB = 13
 
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = store.connect(redis_url.rsplit("/", 1)[0] + f"/{TEST_DB}")
-    await client.flushdb()
-    yield client
-    await client.flushdb()
-    await client.aclose()
+    async with empty_database(redis_url, "ledger") as client:
+        yield client
 
 
 def served(request_id: str, **overrides: object) -> LedgerRecord:
