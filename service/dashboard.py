@@ -29,6 +29,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
+import numpy as np
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -154,21 +155,13 @@ def parse_query(items: Iterable[tuple[str, str]]) -> DashboardQuery:
     return query
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks of sorted `values` (numpy's default), q in [0, 100]."""
-    if not values:
-        raise ValueError("percentile of no values")
-    rank = (len(values) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (rank - low)
-
-
 def percentiles(values: Iterable[float]) -> Percentiles | None:
-    ordered = sorted(values)
-    if not ordered:
+    """p50/p95/p99, linearly interpolated between the closest ranks (numpy's default)."""
+    observed = list(values)
+    if not observed:
         return None
-    return Percentiles(requests=len(ordered), **{f"p{q}": round(percentile(ordered, q), 4) for q in (50, 95, 99)})
+    p50, p95, p99 = np.percentile(observed, [50, 95, 99])
+    return Percentiles(requests=len(observed), p50=round(float(p50), 4), p95=round(float(p95), 4), p99=round(float(p99), 4))
 
 
 def population(record: LedgerRecord) -> str:
