@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Ponder", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.draining = False
     app.state.keys = KeyRing(settings.api_keys, settings.api_keys_file)
     install_error_handlers(app)
     app.add_middleware(AuthMiddleware)
@@ -150,8 +151,9 @@ def create_app(settings: Settings) -> FastAPI:
         models = served_models(request)
         engines = {name: await served.pool.stats() for name, served in models.items()}
         redis_ok = await store.healthy(request.app.state.redis)
-        ready = all(served.pool.ready for served in models.values()) and redis_ok
-        body = {"status": "ok" if ready else "starting", "models": engines, "redis": redis_ok, "host": host_info()}
+        ready = all(served.pool.ready for served in models.values()) and redis_ok and not request.app.state.draining
+        status = "draining" if request.app.state.draining else ("ok" if ready else "starting")
+        body = {"status": status, "models": engines, "redis": redis_ok, "host": host_info()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     return app

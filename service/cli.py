@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> None:
         import uvicorn
 
         from service.app import create_app
+        from service.shutdown import DrainingServer
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
+        app = create_app(settings)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=settings.drain.timeout_s)
+        DrainingServer(config, app.state, settings.drain.readiness_delay_s).run()
     else:
         from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 

@@ -51,6 +51,14 @@ class LedgerSettings(BaseModel):
     write_timeout_s: PositiveFloat = 2.0
 
 
+class DrainSettings(BaseModel):
+    """Graceful shutdown (service/shutdown.py): how long readiness is false before the gateway stops accepting, and
+    how long requests in flight then get to finish."""
+
+    readiness_delay_s: float = Field(5.0, ge=0.0, le=300.0)
+    timeout_s: PositiveFloat = Field(30.0, le=3600.0)
+
+
 class QuotaSettings(BaseModel):
     """Per API key, per minute, shared by every gateway through Redis; unset means unlimited."""
 
@@ -74,6 +82,7 @@ class Settings(BaseSettings):
     auth_dashboard: bool = Field(False, description="/dashboard needs a key too")
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     budget: BudgetDefaults = Field(default_factory=BudgetDefaults)
+    drain: DrainSettings = Field(default_factory=DrainSettings)
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
     engine_start_timeout_s: PositiveFloat = 600.0
     engine_health_interval_s: PositiveFloat = 5.0

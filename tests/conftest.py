@@ -160,6 +160,7 @@ def running_server(redis_url: str, ray_address: str, log_path: Path, **env_overr
         "PONDER_RAY_ADDRESS": ray_address,
         "PONDER_ENGINE_HEALTH_INTERVAL_S": "1",
         "PONDER_MAX_BODY_BYTES": str(256 * 1024),
+        "PONDER_DRAIN__READINESS_DELAY_S": "0",
         **env_overrides,
     }
     with log_path.open("w") as log:
