@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +20,13 @@ from tests.e2e.test_strategies import CODE, ponder_of
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m"
-QUESTION = [{"role": "user", "content": "What is 17 + 25? Reply with just the number."}]
+
+
+def question() -> list[dict[str, str]]:
+    """A problem no earlier run has met: summaries and votes are cached in the real Redis across runs, and these
+    tests need to see them computed (or reused) by this run alone."""
+    return [{"role": "user", "content": f"What is 17 + 25? Reply with just the number. (Ticket {uuid.uuid4().hex[:8]}.)"}]
+
 SMALL_RTV = {"name": "rtv", "n": 4, "votes": 2, "summary_tokens": 48, "judge_tokens": 8}
 
 
@@ -35,7 +42,7 @@ def stage_tokens(ponder: dict) -> int:
 
 
 def test_rtv_runs_a_tournament_on_summaries(client: OpenAI) -> None:
-    response = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, extra_body={"strategy": SMALL_RTV, "verifier": {"reference": "42"}})
+    response = client.chat.completions.create(model=MODEL, messages=question(), max_tokens=16, extra_body={"strategy": SMALL_RTV, "verifier": {"reference": "42"}})
     ponder = ponder_of(response)
     selection = ponder["selection"]
     assert selection["method"] == "rtv" and len(ponder["candidates"]) == 4
@@ -49,7 +56,7 @@ def test_rtv_runs_a_tournament_on_summaries(client: OpenAI) -> None:
 
 
 def test_rtv_streams_its_rounds(client: OpenAI) -> None:
-    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, stream=True, extra_body={"strategy": SMALL_RTV})
+    stream = client.chat.completions.create(model=MODEL, messages=question(), max_tokens=16, stream=True, extra_body={"strategy": SMALL_RTV})
     chunks = list(stream)
     events = [c.model_extra["ponder"]["event"] for c in chunks if c.model_extra.get("ponder", {}).get("event")]
     assert [e["round"] for e in events if e["type"] == "round"] == [1, 2]
@@ -61,7 +68,7 @@ def test_rtv_streams_its_rounds(client: OpenAI) -> None:
 
 def test_pdr_refines_on_selected_summaries(client: OpenAI) -> None:
     strategy = {"name": "pdr", "n": 4, "k": 2, "votes": 1, "summary_tokens": 48, "judge_tokens": 8}
-    response = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, extra_body={"strategy": strategy})
+    response = client.chat.completions.create(model=MODEL, messages=question(), max_tokens=16, extra_body={"strategy": strategy})
     ponder = ponder_of(response)
     selection = ponder["selection"]
     assert [len(it["rollouts"]) for it in selection["iterations"]] == [4, 4]
@@ -74,7 +81,7 @@ def test_pdr_refines_on_selected_summaries(client: OpenAI) -> None:
 
 def test_original_pdr_schedule_with_a_workspace(client: OpenAI) -> None:
     strategy = {"name": "pdr", "schedule": [3, 2, 1], "distill": "global_summary", "workspace_tokens": 48, "summary_tokens": 32}
-    response = client.completions.create(model=MODEL, prompt="Q: What is 9 + 9?\nA:", max_tokens=12, extra_body={"strategy": strategy})
+    response = client.completions.create(model=MODEL, prompt=f"Q: What is 9 + 9? (Ticket {uuid.uuid4().hex[:8]}.)\nA:", max_tokens=12, extra_body={"strategy": strategy})
     ponder = response.model_extra["ponder"]
     assert [len(it["rollouts"]) for it in ponder["selection"]["iterations"]] == [3, 2, 1]
     assert "distill" in ponder["tokens"] and ponder["tokens"]["distill"]["completion_tokens"] <= 2 * 48
@@ -91,7 +98,7 @@ def test_agent_rollouts_run_the_visible_tests(client: OpenAI) -> None:
 
 
 def test_a_second_gateway_reuses_the_first_ones_summaries_and_votes(server: Server, second_gateway: Server) -> None:
-    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 16, "seed": 1234, "strategy": {**SMALL_RTV, "seed": 5}}
+    body = {"model": MODEL, "messages": question(), "max_tokens": 16, "seed": 1234, "strategy": {**SMALL_RTV, "seed": 5}}
     first = httpx.post(f"{server.api}/chat/completions", json=body, timeout=300).json()
     again = httpx.post(f"{second_gateway.api}/chat/completions", json=body, timeout=300).json()
     assert [c["text"] for c in again["ponder"]["candidates"]] == [c["text"] for c in first["ponder"]["candidates"]]  # seeded rollouts
@@ -100,13 +107,14 @@ def test_a_second_gateway_reuses_the_first_ones_summaries_and_votes(server: Serv
     assert cache["votes"]["hits"] >= 1
     assert again["usage"]["completion_tokens"] < first["usage"]["completion_tokens"]
     assert "summary" not in again["ponder"]["tokens"]
-    assert again["ponder"]["chosen"] == first["ponder"]["chosen"]
+    if cache["votes"]["misses"] == cache["votes"]["errors"] == 0:  # every vote replayed: so is the tournament
+        assert again["ponder"]["chosen"] == first["ponder"]["chosen"]
 
 
 def test_redis_going_away_mid_request_costs_the_cache_not_the_answer(server: Server, redis_url: str) -> None:
     """CLIENT PAUSE makes the real server stop answering for a while, as a dead or partitioned Redis would."""
     admin = redis.Redis.from_url(redis_url)
-    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 16, "stream": True, "strategy": {**SMALL_RTV, "seed": int(time.time())}}
+    body = {"model": MODEL, "messages": question(), "max_tokens": 16, "stream": True, "strategy": {**SMALL_RTV, "seed": int(time.time())}}
     events: list[dict] = []
     paused = threading.Event()
     with httpx.stream("POST", f"{server.api}/chat/completions", json=body, timeout=300) as response:
