@@ -7,6 +7,7 @@ ledger's pending writes. A second signal skips the delay."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from types import FrameType
 from typing import Any
@@ -23,6 +24,9 @@ class DrainingServer(uvicorn.Server):
         self.readiness_delay_s = readiness_delay_s
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Ray's C++ failure-signal handler (absl's) sees SIGTERM first and arms a 3 s SIGALRM meant to abort a handler
+        # that hangs; left armed, it kills the gateway three seconds into its drain.
+        signal.alarm(0)
         if self.state.draining or self.readiness_delay_s <= 0:
             super().handle_exit(sig, frame)
             return

@@ -219,11 +219,7 @@ async def serve(
         return {"request_id": request_id, "strategy": strategy, "budget": budget.report(), "finish": budget.exhausted}
 
     if body.stream:
-        return EventSourceResponse(
-            stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry),
-            sep="\n",
-            headers={"x-request-id": request_id},
-        )
+        return event_stream(request, stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry))
     completions = await until_disconnected(request, run.collect())
     if completions is None:
         log.info("client disconnected; engine requests aborted")
@@ -280,6 +276,13 @@ def stream_error(exc: EngineUnavailable | EngineRequestError, entry: Entry) -> d
     status, code = (503, "engine_unavailable") if isinstance(exc, EngineUnavailable) else (400, "invalid_request")
     entry.fail(status, str(exc), code)
     return error_body(status, str(exc), code=code)
+
+
+def event_stream(request: Request, events: AsyncIterator[dict[str, str]]) -> EventSourceResponse:
+    """SSE with the request id header. On shutdown a stream gets the drain timeout to finish (sse-starlette would
+    otherwise cancel it the moment the server starts stopping)."""
+    grace = request.app.state.settings.drain.timeout_s
+    return EventSourceResponse(events, sep="\n", headers={"x-request-id": request.state.request_id}, shutdown_grace_period=grace)
 
 
 async def until_disconnected(request: Request, work: Any) -> Any:

@@ -15,11 +15,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sse_starlette import EventSourceResponse
 
 from service.api.errors import APIError
 from service.api.protocol import SamplingFields
-from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, open_budget, sampling_for, stream_error, until_disconnected
+from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
 from service.cache import RequestCache
 from service.context import RequestContext
 from service.engines.pool import EngineUnavailable
@@ -131,7 +130,7 @@ async def serve_strategy(request: Request, run: StrategyRun, body: SamplingField
     header = {"id": fmt.id_prefix + run.request_id, "created": int(time.time()), "model": served.spec.name}
     with_logprobs = run.logprobs_k is not None
     if body.stream:
-        return EventSourceResponse(stream_strategy(run, fmt, header, with_logprobs, body.include_usage), sep="\n", headers={"x-request-id": run.request_id})
+        return event_stream(request, stream_strategy(run, fmt, header, with_logprobs, body.include_usage))
     result = await until_disconnected(request, run.run())
     if result is None:
         log.info("client disconnected; strategy cancelled and its engine requests aborted")

@@ -41,13 +41,15 @@ def test_sigterm_drains_requests_in_flight(redis_url: str, server: Server, tmp_p
         draining = httpx.get(f"{gateway.base_url}/health", timeout=5)
         assert draining.status_code == 503 and draining.json()["status"] == "draining"
         reader.join(120)
-        assert lines[-1] == "data: [DONE]"
-        chunks = [json.loads(line[6:]) for line in lines[1:] if line.startswith("data: {")]
+        events = [line for line in lines[1:] if line]
+        assert events[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in events if line.startswith("data: {")]
         assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]] == ["length"]
         text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
         assert text
         assert wait_until(lambda: gateway.process.poll() is not None, timeout=60)
-        assert "Traceback" not in log.read_text()
+        shutdown = log.read_text()
+        assert "Application shutdown complete" in shutdown and "Traceback" not in shutdown
     record = httpx.get(f"{server.api}/requests/{lines[0]}", timeout=10)  # any gateway on the same Redis reads it
     assert record.status_code == 200 and record.json()["outcome"] == "served" and record.json()["completion_tokens"] == 300
     with pytest.raises(httpx.ConnectError):
