@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from starlette.requests import Request
 
 from service import metrics
-from service.api.errors import APIError
+from service.api.errors import APIError, failed
 from service.settings import QuotaSettings
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,4 @@ def presented_key(scope: dict[str, Any]) -> str | None:
 
 
 async def respond(scope: dict[str, Any], receive: Any, send: Any, error: APIError) -> None:
-    entry = scope["state"].get("entry")
-    if entry is not None:
-        entry.fail(error.status, error.message, error.code)
-    await error.response()(scope, receive, send)
+    await failed(Request(scope), error).response()(scope, receive, send)

@@ -85,13 +85,11 @@ class Tournament:
             pool = list(survivors)
             if self.grouping == "shuffle":
                 self.rng.shuffle(pool)
-            groups, byes = [], []
-            sizes = schedule(len(pool), self.group_size, self.keep)
-            start = 0
-            for size in sizes:
+            groups, start = [], 0
+            for size in schedule(len(pool), self.group_size, self.keep):
                 groups.append(pool[start : start + size])
                 start += size
-            byes = pool[start:]
+            byes = pool[start:]  # too few left to play: they advance unjudged
             matches = [Match(round_no, members) for members in groups]
             await asyncio.gather(*(self._play(m, judge) for m in matches))
             self.matches.extend(matches)
