@@ -92,6 +92,8 @@ class Tournament:
             byes = pool[start:]  # too few left to play: they advance unjudged
             matches = [Match(round_no, members) for members in groups]
             await asyncio.gather(*(self._play(m, judge) for m in matches))
+            for m in matches:  # in match order, not finishing order: seeded tie breaks must not depend on timing
+                self._decide(m)
             self.matches.extend(matches)
             survivors = [m.winner for m in matches] + byes
             if on_round is not None:
@@ -110,6 +112,8 @@ class Tournament:
                     match.abstained += 1
                 else:
                     match.votes[order[pick]] = match.votes.get(order[pick], 0) + 1
+
+    def _decide(self, match: Match) -> None:
         best = max(match.votes.values(), default=0)
         leaders = sorted(m for m in match.members if match.votes.get(m, 0) == best)
         if len(leaders) > 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -104,3 +105,21 @@ def test_parse_pick(text: str, count: int, pick: int | None) -> None:
 def test_parse_pick_never_names_a_non_member(text: str, count: int) -> None:
     pick = parse_pick(text, count)
     assert pick is None or 0 <= pick < count
+
+
+async def test_seeded_ties_do_not_depend_on_which_group_finishes_first() -> None:
+    """Judges answer in a different order each run (as cached and fresh votes do); the same seed must still give the
+    same tournament."""
+
+    def abstaining_after(delays: dict[int, float]):
+        async def judge(order: list[int], votes: int) -> Verdicts:
+            await asyncio.sleep(delays[min(order)])
+            return Verdicts([None] * votes)
+
+        return judge
+
+    runs = []
+    for delays in ({i: 0.001 * i for i in range(8)}, {i: 0.001 * (8 - i) for i in range(8)}):
+        t = Tournament(group_size=2, votes=2, grouping="in_order", rng=random.Random(9))
+        runs.append((await t.run(range(8), abstaining_after(delays)), [m.winner for m in t.matches]))
+    assert runs[0] == runs[1]
