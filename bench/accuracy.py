@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import tempfile
@@ -29,9 +28,9 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
-from bench.server import RESULTS_DIR, free_port, ponder_side, prepared_model, running, versions
+from bench.report import aligned
+from bench.server import free_port, ponder_side, prepared_model, running, save_result
 from bench.suites import arithmetic, humaneval
-from service.hardware import host_info
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.code import Sandbox, SandboxLimits
 
@@ -214,8 +213,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['wall_ratio']:.2f}",
             f"{r['latency_ratio']:.2f}",
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return aligned(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -246,19 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     with running(side, log_path) as (base_url, startup_s):
         runs, suite_info = asyncio.run(suite(base_url, args))
     rows = summarize(runs)
-    result = {
-        "benchmark": f"accuracy-{args.suite}",
-        "timestamp": started.isoformat(),
-        "host": host_info(),
-        "versions": versions(),
-        "model": {"name": spec.name},
-        "parameters": {k: v for k, v in vars(args).items() if k != "out"} | {"suite": suite_info, "runs": 1, "startup_s": startup_s},
-        "rows": rows,
-        "runs": runs,
-    }
-    out = args.out or RESULTS_DIR / f"accuracy-{args.suite}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    result, out = save_result(f"accuracy-{args.suite}", started, {"name": spec.name}, args, {"suite": suite_info, "startup_s": startup_s}, rows=rows, runs=runs)
     print(f"{table(rows)}\n\none run; ± is the standard error sqrt(p(1-p)/n); host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
+from bench.report import aligned
 from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
 from service.hardware import host_info
 from service.models import engine_args, engine_env
@@ -196,10 +197,8 @@ def table(summary: dict[str, Any], repeats: int) -> str:
         for metric, stat in metrics.items():
             ratio = summary["ratio"][phase_name][metric]
             rows.append((phase_name, METRIC_LABELS[metric], cell(stat, metric), cell(summary["ponder"][phase_name][metric], metric), f"{ratio:.3f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     header = f"per-request latency (ttft: to the first streamed text); median [min-max] over {repeats} repeat(s); ratio of medians"
-    return "\n".join([header, *lines])
+    return "\n".join([header, aligned(rows)])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

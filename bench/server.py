@@ -4,6 +4,7 @@ CPU while the next is measured."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.metadata
 import json
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import psutil
 
 from service.models import engine_args, engine_env
 from service.engines.prepare import prepare_model
+from service.hardware import host_info
 from service.settings import ModelSpec, get_settings
 
 log = logging.getLogger("bench.server")
@@ -44,6 +47,8 @@ class Side:
     engine_env: dict[str, str]
     env_set: dict[str, str] = field(default_factory=dict)
     env_unset: list[str] = field(default_factory=list)
+    health_path: str = "/health"
+    """What answers 200 once the side serves (a peer may have no /health)."""
 
     def environ(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if k not in self.env_unset} | self.env_set
@@ -66,13 +71,13 @@ def ponder_side(spec: ModelSpec, state_dir: Path, port: int) -> Side:
     )
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], base_url: str, timeout_s: float, log_path: Path) -> float:
+def wait_healthy(proc: subprocess.Popen[bytes], base_url: str, timeout_s: float, log_path: Path, health_path: str = "/health") -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was healthy; log: {log_path}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/health", timeout=10).status_code == 200:
+            if httpx.get(f"{base_url}{health_path}", timeout=10).status_code == 200:
                 return time.monotonic() - started
         time.sleep(1)
     raise TimeoutError(f"server not healthy after {timeout_s} s; log: {log_path}")
@@ -105,6 +110,24 @@ def versions() -> dict[str, str]:
     return found | {"ponder": importlib.metadata.version("ponder")}
 
 
+def save_result(benchmark: str, started: datetime, model: dict[str, Any], args: argparse.Namespace, parameters: dict[str, Any], stem: str | None = None, **sections: Any) -> tuple[dict[str, Any], Path]:
+    """Writes a benchmark's result file (what the dashboard reads) with the host's CPU flags and the versions measured;
+    `args.out` overrides the default path under bench/results/."""
+    result = {
+        "benchmark": benchmark,
+        "timestamp": started.isoformat(),
+        "host": host_info(),
+        "versions": versions(),
+        "model": model,
+        "parameters": {k: v for k, v in vars(args).items() if k != "out"} | {"runs": 1} | parameters,
+        **sections,
+    }
+    out = args.out or RESULTS_DIR / f"{stem or benchmark}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    return result, out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +144,7 @@ def running(side: Side, log_path: Path) -> Iterator[tuple[str, float]]:
     with log_path.open("w") as out:
         proc = subprocess.Popen(side.command, env=side.environ(), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        startup_s = wait_healthy(proc, base_url, side.start_timeout_s, log_path)
+        startup_s = wait_healthy(proc, base_url, side.start_timeout_s, log_path, side.health_path)
         log.info("%s healthy after %.1f s", side.name, startup_s)
         yield base_url, startup_s
     finally:

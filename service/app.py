@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import dashboard, store
-from service.api import ledger_routes
+from service.api import cost_routes, ledger_routes
+from service.accuracy import AccuracyBook
 from service.auth import AuthMiddleware, KeyRing, Quotas
 from service.api.errors import APIError, install_error_handlers
+from service.api.openapi import document_requests
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.serving import OutputFormat, read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
@@ -26,6 +28,8 @@ from service.hardware import host_info
 from service.ledger import Ledger
 from service.middleware import RequestIdMiddleware
 from service.models import ServedModel, build_served_model
+from service.presets import load_presets
+from service.pricing import Pricing, hardware_profile
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = store.connect(settings.redis_url)
         app.state.ledger = Ledger(app.state.redis, settings.ledger)
         app.state.quotas = Quotas(app.state.redis, settings.quota)
+        app.state.accuracy = AccuracyBook(app.state.ledger, settings.results_dir or dashboard.installed_results_dir())
         app.state.answers, app.state.sandbox = verifier_services(settings)
+        app.state.pricing = Pricing(await hardware_profile(settings.hardware, settings.state_path, settings.hardware_price_per_hour))
         await asyncio.to_thread(init_ray, settings)
         app.state.models = await asyncio.to_thread(load_models, settings)
         for served in app.state.models.values():
@@ -75,11 +81,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Ponder", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.draining = False
+    app.state.presets = load_presets(settings.presets)
     app.state.keys = KeyRing(settings.api_keys, settings.api_keys_file)
     install_error_handlers(app)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: refusals get an id, a log line, a record
     app.include_router(ledger_routes.router)
+    app.include_router(cost_routes.router)
     app.include_router(dashboard.router)
 
     def served_models(request: Request) -> dict[str, ServedModel]:
@@ -88,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
-        served = resolve_model(body, served_models(request))
+        served = resolve_model(body, served_models(request), request.app.state.presets)
         messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
         try:
             prompt = await asyncio.to_thread(served.codec.chat, messages)
@@ -97,14 +105,14 @@ def create_app(settings: Settings) -> FastAPI:
         params = strategy_params(body)
         if params is not None:
             question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
-            run = StrategyRun(request, body, served, prompt, question, params, settings)
+            run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
             return await serve_strategy(request, run, body, served, OutputFormat(chat=True))
         return await serve(request, body, served, [prompt], OutputFormat(chat=True), settings)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body: CompletionRequest = await read_request(request, CompletionRequest, settings.max_body_bytes)
-        served = resolve_model(body, served_models(request))
+        served = resolve_model(body, served_models(request), request.app.state.presets)
         prompts = []
         for prompt in body.prompts():
             if isinstance(prompt, str):
@@ -123,6 +131,11 @@ def create_app(settings: Settings) -> FastAPI:
             run = StrategyRun(request, body, served, prompts[0], text, params, settings)
             return await serve_strategy(request, run, body, served, OutputFormat(chat=False))
         return await serve(request, body, served, prompts, OutputFormat(chat=False), settings)
+
+    @app.get("/v1/presets")
+    async def list_presets(request: Request) -> dict[str, Any]:
+        """Named strategy configurations, each usable as `model="<model>@<preset>"`."""
+        return {"object": "list", "data": [p.listing() for p in request.app.state.presets.values()]}
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> dict[str, Any]:
@@ -156,4 +169,13 @@ def create_app(settings: Settings) -> FastAPI:
         body = {"status": status, "models": engines, "redis": redis_ok, "host": host_info()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    document_requests(
+        app,
+        bodies={
+            ("post", "/v1/chat/completions"): ChatCompletionRequest,
+            ("post", "/v1/completions"): CompletionRequest,
+            ("post", "/v1/feedback"): ledger_routes.FeedbackRequest,
+        },
+        queries={("get", "/v1/cost-model"): cost_routes.CostModelQuery, ("get", "/dashboard/data"): dashboard.DashboardQuery},
+    )
     return app

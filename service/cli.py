@@ -1,4 +1,4 @@
-"""`ponder serve` and `ponder prepare-model`."""
+"""`ponder serve`, `prepare-model`, `calibrate` and `profile-hardware`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,22 @@ def main(argv: list[str] | None = None) -> None:
     prepare = sub.add_parser("prepare-model", help="convert packaged GGUF models into Hugging Face directories")
     prepare.add_argument("--model", help="only this served model")
     prepare.add_argument("--force", action="store_true", help="convert again even if already prepared")
+    calibrate = sub.add_parser("calibrate", help="seed ATTS's calibration pools from a benchmark suite, through a running gateway")
+    calibrate.add_argument("--suite", choices=("arithmetic", "humaneval"), required=True)
+    calibrate.add_argument("--problems", type=int, default=50)
+    calibrate.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    calibrate.add_argument("--api-key", default="none")
+    calibrate.add_argument("--model", default="smollm2-135m", help="the request's model (draft and target default to it)")
+    calibrate.add_argument("--draft")
+    calibrate.add_argument("--target")
+    calibrate.add_argument("--family", default="default")
+    calibrate.add_argument("--coverage", choices=("marginal", "per_question"), default="marginal")
+    calibrate.add_argument("--samples", type=int, default=16, help="first-turn chunks per problem (m)")
+    calibrate.add_argument("--draft-tokens", type=int, default=500)
+    calibrate.add_argument("--draft-temperature", type=float, default=0.8)
+    calibrate.add_argument("--concurrency", type=int, default=2)
+    profile = sub.add_parser("profile-hardware", help="measure this host's FLOP/s and memory bandwidth for the cost model and save the profile")
+    profile.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the engine's dtype on this CPU")
     args = parser.parse_args(argv)
 
     overrides = {k: v for k, v in {"host": getattr(args, "host", None), "port": getattr(args, "port", None), "ray_address": getattr(args, "ray_address", None)}.items() if v is not None}
@@ -33,6 +49,28 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=settings.drain.timeout_s)
         DrainingServer(config, app.state, settings.drain.readiness_delay_s).run()
+    elif args.command == "calibrate":
+        import asyncio
+        import json
+
+        from service.calibrate import calibrate as run_calibration
+
+        strategy = {
+            "samples": args.samples, "draft_tokens": args.draft_tokens, "draft_temperature": args.draft_temperature,
+            "family": args.family, "calibration": args.coverage,
+            **{k: v for k, v in {"draft": args.draft, "target": args.target}.items() if v},
+        }
+        done = asyncio.run(run_calibration(args.base_url, args.api_key, args.model, args.suite, args.problems, strategy, args.draft_tokens, args.concurrency))
+        print(json.dumps(done))
+    elif args.command == "profile-hardware":
+        import json
+
+        from service.hardware import cpu_dtype
+        from service.profile_hardware import measure, save
+
+        measured = measure(args.dtype or cpu_dtype())
+        path = save(measured, settings.state_path)
+        print(json.dumps({**measured.model_dump(), "intensity": measured.intensity, "saved": str(path)}))
     else:
         from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 

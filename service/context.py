@@ -6,17 +6,22 @@ progress event per finished rollout. Cancelling the strategy's task cancels the 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from service.accuracy import AccuracyBook, Evidence
 from service.budget import Budget
 from service.cache import RequestCache
 from service.engines.protocol import SamplingSpec
 from service.generation import MeteredRun, Usage
 from service.models import ServedModel
-from strategies.base import Rollout, Task
+from service.pricing import Priced
+from service.cost_model import HardwareProfile
+from strategies.base import CalibrationStore, Planning, Rollout, StrategyResult, Task, UnknownModel, Watch
+from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
 from verifiers.code import Sandbox
 
@@ -33,6 +38,14 @@ class RequestContext:
     cache: RequestCache
     base_sampling: SamplingSpec
     """The request's own sampling (stop strings, seed, penalties, max_tokens, the client's logprobs)."""
+    hardware: HardwareProfile
+    """Prices compute for strategies that plan it (Kinetics)."""
+    messages: list[dict[str, str]] | None = None
+    """The chat request's messages (None for a completion): how the prompt is rendered for another served model."""
+    calibration: CalibrationStore | None = None
+    models: Mapping[str, ServedModel] = field(default_factory=dict)
+    """Every model this gateway serves, for strategies that call more than one (ATTS's draft and target)."""
+    accuracy: AccuracyBook | None = None
     flush_interval_s: float = 0.0
     on_event: Callable[[dict[str, Any]], None] | None = None
     usage: Usage = field(default_factory=Usage)
@@ -41,6 +54,9 @@ class RequestContext:
     trace: list[dict[str, Any]] = field(default_factory=list)
     """Every progress event with its time since the request started: the record of how the answer was reached."""
     started: float = field(default_factory=time.perf_counter)
+    calls: list[Priced] = field(default_factory=list)
+    """Every engine call, for the request's compute cost."""
+    _seeds: dict[tuple[str, str, tuple[int, ...]], int] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -49,6 +65,34 @@ class RequestContext:
     @property
     def vocab_size(self) -> int:
         return self.served.codec.vocab_size
+
+    def _model(self, name: str | None) -> ServedModel:
+        if name is None or name == self.served.spec.name:
+            return self.served
+        served = self.models.get(name)
+        if served is None:
+            raise UnknownModel(name)
+        return served
+
+    @property
+    def exhausted(self) -> str | None:
+        return self.budget.exhausted
+
+    def context_limit(self, model: str | None = None) -> int:
+        info = self._model(model).pool.info
+        return info.max_model_len if info is not None else 0
+
+    async def tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None, model: str | None = None) -> list[int]:
+        served = self._model(model)
+        if messages is not None:
+            return await asyncio.to_thread(served.codec.chat, messages)
+        if text is not None:
+            return await asyncio.to_thread(served.codec.encode_piece, text)
+        if served is self.served:
+            return list(self.prompt)
+        if self.messages is not None:
+            return await asyncio.to_thread(served.codec.chat, self.messages)
+        return await asyncio.to_thread(served.codec.encode, self.task.text)
 
     async def generate(
         self,
@@ -60,10 +104,14 @@ class RequestContext:
         logprobs: int | None = None,
         stage: str = "sample",
         messages: list[dict[str, str]] | None = None,
+        prompt: list[int] | None = None,
+        model: str | None = None,
+        watch: Watch | None = None,
     ) -> list[Rollout]:
         if self.budget.exhausted:
             return []
-        prompt = self.prompt if messages is None else await asyncio.to_thread(self.served.codec.chat, messages)
+        if prompt is None:
+            prompt = self.prompt if messages is None else await self.tokens(messages=messages, model=model)
         wanted = self.base_sampling.logprobs
         sampling = replace(
             self.base_sampling,
@@ -73,27 +121,77 @@ class RequestContext:
             max_tokens=min(max_tokens or self.base_sampling.max_tokens, self.base_sampling.max_tokens),
             logprobs=max(logprobs, wanted or 0) if logprobs is not None else wanted,
         )
-        self.engine_requests += 1
-        run = MeteredRun(
-            self.served.pool,
-            f"{self.request_id}-{stage}{self.engine_requests}",
-            [prompt],
-            sampling,
-            self.budget,
-            self.served.codec.decode,
-            requested_max_tokens=sampling.max_tokens,
-            flush_interval_s=self.flush_interval_s,
-            stage=stage,
-        )
+        if watch is not None:  # each sample its own engine request (sharing the prompt through the prefix cache)
+            run = self._run(self._model(model), [prompt] * n, replace(sampling, n=1), stage, samples=True)
+        else:
+            run = self._run(self._model(model), [prompt], sampling, stage)
         try:
             async for deltas in run.deltas():
                 for d in deltas:
+                    if watch is not None and d.finish_reason is None and (reason := watch(d.index, run.completions[d.index])):
+                        run.stop(d.index, reason)
+                        d.finish_reason = reason
                     if d.finish_reason is not None:
                         done = run.completions[d.index]
                         self.emit({"type": "rollout", "stage": stage, "index": d.index, "tokens": len(done.token_ids), "finish_reason": d.finish_reason})
         finally:
             self._count(stage, run.usage)
         return [Rollout(c.index, c.text, list(c.token_ids), list(c.logprobs), c.finish_reason, len(prompt)) for c in run.completions]
+
+    async def score(self, prompt: list[int], start: int, *, model: str | None = None, stage: str = "score") -> list[float] | None:
+        """Log-probabilities of `prompt[start:]` under `model`: one prefill with one generated token. The prompt
+        tokens the engine computed (all but its prefix-cache hits) are granted against the budget like generated
+        ones, since scoring is real work. None when the budget or deadline ran out first."""
+        if self.budget.exhausted:
+            return None
+        sampling = replace(self.base_sampling, n=1, temperature=0.0, top_p=1.0, max_tokens=1, logprobs=None, stop=(), seed=None, prompt_logprobs_from=start)
+        run = self._run(self._model(model), [prompt], sampling, stage)
+        try:
+            await run.collect()
+        finally:
+            self.budget.grant(run.usage.prompt_tokens - run.usage.cached_tokens)
+            self._count(stage, run.usage)
+        return run.prompt_logprobs.get(0)
+
+    async def run(self, params: Any) -> StrategyResult:
+        return await STRATEGIES[params.name](self, params)
+
+    async def planning(self, family: str) -> Planning:
+        return await planning_for(self.served, self.models, self.hardware, self.accuracy, len(self.prompt), self.base_sampling.max_tokens, family)
+
+    def restrict(self, *, max_tokens: int, total_tokens: int, model: str | None = None) -> None:
+        self.base_sampling = replace(self.base_sampling, max_tokens=min(max_tokens, self.base_sampling.max_tokens))
+        self.budget.max_total_tokens = min(self.budget.max_total_tokens, self.budget.used + total_tokens)
+        if model is not None:
+            self.served = self._model(model)
+
+    def _run(self, served: ServedModel, prompts: list[list[int]], sampling: SamplingSpec, stage: str, samples: bool = False) -> MeteredRun:
+        self.engine_requests += 1
+        run = MeteredRun(
+            served.pool,
+            f"{self.request_id}-{stage}{self.engine_requests}",
+            prompts,
+            self._seeded(sampling, served.spec.name, stage, prompts[0]),
+            self.budget,
+            served.codec.decode,
+            requested_max_tokens=sampling.max_tokens,
+            flush_interval_s=self.flush_interval_s,
+            stage=stage,
+            samples=samples,
+        )
+        self.calls.append(Priced(served.spec.name, served.shape, served.attention, run))
+        return run
+
+    def _seeded(self, sampling: SamplingSpec, model: str, stage: str, prompt: list[int]) -> SamplingSpec:
+        """A seeded request's engine calls each get a seed of their own, derived from the request's seed, the call's
+        model, stage and prompt, and how many calls before it had the same: with the request's seed on every call,
+        calls with the same prompt (adaptive batches, ATTS's samples at turn 0, composed runs) would all draw the same
+        samples. The derivation depends on what is asked, not on timing, so a seeded request replays exactly."""
+        if sampling.seed is None:
+            return sampling
+        same = self._seeds[(model, stage, tuple(prompt))] = self._seeds.get((model, stage, tuple(prompt)), -1) + 1
+        digest = hashlib.sha256(f"{sampling.seed}|{model}|{stage}|{same}|{','.join(map(str, prompt))}".encode()).digest()
+        return replace(sampling, seed=int.from_bytes(digest[:4], "big"))
 
     def emit(self, event: dict[str, Any]) -> None:
         self.trace.append({"t": round(time.perf_counter() - self.started, 4), **event})
@@ -106,3 +204,24 @@ class RequestContext:
             total.cached_tokens += usage.cached_tokens
             total.completion_tokens += usage.completion_tokens
 
+
+async def planning_for(
+    served: ServedModel, models: Mapping[str, ServedModel], hardware: HardwareProfile, accuracy: AccuracyBook | None,
+    prompt_tokens: int, max_tokens: int, family: str,
+) -> Planning:
+    """What Kinetics plans with, for a request or for `GET /v1/cost-model`: the sparse replicas are the served models
+    with the same weights and a KV budget."""
+    known = await accuracy.evidence(served.spec.name, family) if accuracy is not None else Evidence([], [])
+    replicas = [m for m in models.values() if m.spec.source == served.spec.source and m.attention.kv_budget is not None]
+    return Planning(
+        shape=served.shape,
+        hardware=hardware,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        observations=known.observations,
+        lengths=known.lengths,
+        sparse={m.attention.kv_budget: m.spec.name for m in replicas if m.attention.kv_budget is not None},
+        block_size=next((m.attention.block_size for m in replicas), None),
+        agreements=known.agreements,
+        choices=known.choices,
+    )

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
-from service.api.serving import parse
+from service.api.serving import parse, query_fields
 from service.ledger import Ledger, LedgerRecord, Outcome, bench_records
 from service.settings import Settings
 
@@ -143,13 +143,7 @@ class DashboardData(BaseModel):
 
 
 def parse_query(items: Iterable[tuple[str, str]]) -> DashboardQuery:
-    """Empty values count as absent (a form's "all"); a repeated key is refused rather than silently picking one."""
-    given: dict[str, str] = {}
-    for key, value in items:
-        if key in given:
-            raise APIError(400, f"Query parameter {key!r} given more than once", param=key, code="invalid_value")
-        given[key] = value
-    query: DashboardQuery = parse(DashboardQuery, {k: v for k, v in given.items() if v != ""})
+    query: DashboardQuery = parse(DashboardQuery, query_fields(items))
     if query.since is not None and query.window is not None:
         raise APIError(400, "Give `since` or `window`, not both", param="window", code="invalid_value")
     return query
@@ -302,6 +296,10 @@ def summarize(served: Sequence[LedgerRecord], benchmarks: Sequence[LedgerRecord]
     )
 
 
+# Result files in the shape `bench_records` reads: runs of configurations, each with its problems' outcomes.
+RESULT_FILES = ("accuracy-*.json", "atts-*.json", "early_stop-*.json", "kinetics-*.json")
+
+
 class BenchmarkResults:
     """The benchmark records of a results directory, each file parsed again only when its mtime or size changes
     (the biggest result files hold thousands of problem outcomes)."""
@@ -310,7 +308,8 @@ class BenchmarkResults:
         self._files: dict[Path, tuple[tuple[int, int], list[LedgerRecord]]] = {}
 
     def load(self, directory: Path | None) -> list[LedgerRecord]:
-        paths = sorted(directory.glob("accuracy-*.json")) if directory is not None and directory.is_dir() else []
+        found = directory is not None and directory.is_dir()
+        paths = sorted(p for pattern in RESULT_FILES for p in directory.glob(pattern)) if found else []  # type: ignore[union-attr]
         files = {}
         for path in paths:
             stat = path.stat()

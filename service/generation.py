@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from service import metrics
 from service.budget import DEADLINE, TOKENS, Budget
-from service.engines.pool import EnginePool
+from service.engines.pool import EnginePool, EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,13 @@ class MeteredRun:
         requested_max_tokens: int,
         flush_interval_s: float = 0.0,
         stage: str = "sample",
+        samples: bool = False,
     ) -> None:
         self.pool = pool
         self.stage = stage
+        self.samples = samples
+        """The prompts are one prompt repeated, one engine request per sample: a seed is offset per sample, else
+        every sample would be the same."""
         self.request_id = request_id
         self.prompts = prompts
         self.budget = budget
@@ -85,17 +89,21 @@ class MeteredRun:
         self.usage = Usage(prompt_tokens=sum(len(p) for p in prompts))
         self.completions = [Completion(index=i) for i in range(len(prompts) * sampling.n)]
         self._cached: dict[int, int] = {}
+        self.prompt_logprobs: dict[int, list[float]] = {}
+        """Per prompt, when the sampling asked for them (`prompt_logprobs_from`)."""
         self._open: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
 
     async def deltas(self) -> AsyncIterator[list[CompletionDelta]]:
         """Yields granted output as it arrives; returns when every completion has finished or the budget is spent."""
         queue: asyncio.Queue[_Stream | None] = asyncio.Queue()
-        tasks = [
+        self._tasks = tasks = [
             asyncio.create_task(self._feed(queue, f"{self.request_id}-{p}", ids, p * self.sampling.n))
             for p, ids in enumerate(self.prompts)
         ]
         live = len(tasks)
+        waited = not self.pool.ready
         self._open = {c.index for c in self.completions}
         self._started = time.perf_counter()
         in_flight = metrics.ROLLOUTS_IN_FLIGHT.labels(self.pool.spec.name)
@@ -106,6 +114,11 @@ class MeteredRun:
                     async with asyncio.timeout_at(self.budget.deadline):
                         item = await queue.get()
                 except TimeoutError:
+                    if (waited or not self.pool.ready) and not any(c.token_ids for c in self.completions):
+                        # It had to wait for a replica (every one dead or starting, its node perhaps gone) and got
+                        # nothing before the deadline, even if one came up at the last moment: the service failed, not
+                        # the budget, so the client gets a 503 that says when to retry, not an empty answer.
+                        raise EngineUnavailable(f"no replica of {self.pool.spec.name} was ready before the request's deadline") from None
                     self.budget.expire()
                     break
                 if item is None:
@@ -138,7 +151,10 @@ class MeteredRun:
 
     async def _feed(self, queue: asyncio.Queue[_Stream | None], engine_id: str, ids: list[int], offset: int) -> None:
         try:
-            async with contextlib.aclosing(self.pool.generate(engine_id, ids, self.sampling, self.flush_interval_s)) as chunks:
+            sampling = self.sampling
+            if self.samples and sampling.seed is not None:
+                sampling = replace(sampling, seed=sampling.seed + offset)
+            async with contextlib.aclosing(self.pool.generate(engine_id, ids, sampling, self.flush_interval_s)) as chunks:
                 async for chunk in chunks:
                     queue.put_nowait(_Stream(offset=offset, chunk=chunk))
         except asyncio.CancelledError:
@@ -150,6 +166,8 @@ class MeteredRun:
 
     def _grant(self, offset: int, chunk: EngineChunk) -> list[CompletionDelta]:
         self._count_cached(offset, chunk)
+        if chunk.prompt_logprobs is not None:
+            self.prompt_logprobs[offset // self.sampling.n] = chunk.prompt_logprobs
         granted: list[CompletionDelta] = []
         for delta in chunk.deltas:
             completion = self.completions[offset + delta.index]
@@ -176,10 +194,26 @@ class MeteredRun:
                 granted.append(out)
         return granted
 
+    def stop(self, index: int, reason: str) -> None:
+        """Ends one completion now, aborting its engine request: a strategy's stopping rule. Only a completion that
+        is its prompt's only one (n = 1) has a request of its own to abort."""
+        if self.sampling.n != 1:
+            raise ValueError("only completions with an engine request of their own (n = 1 per prompt) can be stopped alone")
+        completion = self.completions[index]
+        if completion.finish_reason is not None:
+            return
+        completion.finish_reason = reason
+        self._finished(index)
+        self._tasks[index].cancel()
+
     def _finished(self, index: int) -> None:
         self._open.discard(index)
         metrics.ROLLOUTS_IN_FLIGHT.labels(self.pool.spec.name).dec()
         metrics.ROLLOUT_LATENCY.labels(self.pool.spec.name, self.stage).observe(time.perf_counter() - self._started)
+
+    def cached(self, prompt: int) -> int:
+        """Prompt `prompt`'s tokens the engine found in its prefix cache."""
+        return self._cached.get(prompt, 0)
 
     def _count_cached(self, offset: int, chunk: EngineChunk) -> None:
         prompt = offset // self.sampling.n

@@ -71,6 +71,8 @@ class LedgerRecord(BaseModel):
     budget: dict[str, Any] | None = None
     correct: bool | None = None
     feedback: Feedback | None = None
+    eflops: float | None = None
+    """Its compute by the cost model (`ponder.cost`), when it produced a response."""
     detail: dict[str, Any] | None = None
 
     @property
@@ -145,6 +147,7 @@ class Entry:
             ttft_s=round(self.first_token_at - self.started, 4) if self.first_token_at is not None else None,
             budget=self.budget.report() if self.budget else None,
             correct=self.correct,
+            eflops=(self.detail or {}).get("cost", {}).get("eflops"),
             detail=self.detail,
         )
 
@@ -165,6 +168,8 @@ def observe(record: LedgerRecord) -> None:
     if record.prompt_tokens:
         metrics.PREFIX_CACHE_TOKENS.labels(model, "hit").inc(record.cached_tokens)
         metrics.PREFIX_CACHE_TOKENS.labels(model, "miss").inc(record.prompt_tokens - record.cached_tokens)
+    if record.eflops:
+        metrics.COMPUTE.labels(model, strategy).inc(record.eflops)
     if record.budget and record.budget.get("exhausted"):
         metrics.BUDGET_EXHAUSTED.labels(model, strategy, record.budget["exhausted"]).inc()
 

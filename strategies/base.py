@@ -7,16 +7,23 @@ Nothing here imports the gateway: strategies are testable against any object tha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.allocator import Observation
+from service.cost_model import HardwareProfile, ModelShape
 from service.engines.protocol import TokenLogprob
 from verifiers.answers import AnswerGrouper
 from verifiers.code import Sandbox, TestReport
 
-# A rollout stopped by the request's budget or deadline, not by the model: its text is a fragment.
-CUT_SHORT = ("budget", "deadline")
+# A rollout stopped by the request's budget or deadline, or by a strategy's stopping rule, not by the model: its
+# text is a fragment.
+EARLY_STOP = "early_stop"
+CUT_SHORT = ("budget", "deadline", EARLY_STOP)
+
+# Called on a rollout's output so far (`.text`, `.token_ids`, `.logprobs`) as it grows: a reason stops that rollout.
+Watch = Callable[[int, Any], str | None]
 
 
 class StrategyInputError(ValueError):
@@ -25,6 +32,32 @@ class StrategyInputError(ValueError):
     def __init__(self, message: str, param: str) -> None:
         super().__init__(message)
         self.param = param
+
+
+@dataclass(frozen=True)
+class Planning:
+    """What a strategy that plans its own compute (Kinetics) knows of the request: the model's shape and the
+    hardware for the cost model, the prompt's length, what is known of accuracy, and the sparse replicas."""
+
+    shape: ModelShape
+    hardware: HardwareProfile
+    prompt_tokens: int
+    max_tokens: int
+    """What the request allows a sample: no plan's cap goes past it."""
+    observations: list[Observation]
+    lengths: list[int]
+    """Observed natural sample lengths for this model and task family."""
+    sparse: dict[int, str]
+    """KV budget -> a served replica of the request's model that decodes with block top-k within it."""
+    block_size: int | None
+    agreements: list[float] = field(default_factory=list)
+    """`auto`'s difficulty estimates logged for this model and family."""
+    choices: list[tuple[int, str, bool]] = field(default_factory=list)
+    """Graded `auto` requests: (difficulty bin, what it chose, whether the answer was right)."""
+
+
+class UnknownModel(LookupError):
+    """A strategy named a model this gateway does not serve (the request is checked for this before it runs)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +149,22 @@ class Cache(Protocol):
         ...
 
 
+class CalibrationStore(Protocol):
+    """Score pools shared by every request and gateway (ATTS's conformal calibration), each the newest `window`
+    scores under a key. An unreachable store reads as None and drops writes: the strategy then calibrates on the
+    request's own scores."""
+
+    async def scores(self, key: str) -> list[float] | None: ...
+
+    async def add(self, key: str, scores: Sequence[float], expires: bool = False) -> None:
+        """`expires`: a pool that lives only as long as the store's TTL (a per-question pool)."""
+        ...
+
+    async def stats(self, key: str) -> dict[str, float]: ...
+
+    async def count(self, key: str, **increments: int) -> None: ...
+
+
 class Context(Protocol):
     task: Task
     model: str
@@ -123,6 +172,7 @@ class Context(Protocol):
     answers: AnswerGrouper
     sandbox: Sandbox
     cache: Cache
+    calibration: CalibrationStore | None
 
     async def generate(
         self,
@@ -134,9 +184,41 @@ class Context(Protocol):
         logprobs: int | None = None,
         stage: str = "sample",
         messages: list[dict[str, str]] | None = None,
+        prompt: list[int] | None = None,
+        model: str | None = None,
+        watch: Watch | None = None,
     ) -> list[Rollout]:
         """N samples in one engine request (they share the prompt's prefill and KV cache): of the task's own prompt,
-        or of `messages` (a strategy's own prompt: a summary, a judge's comparison), rendered by the chat template."""
+        of `messages` (a strategy's own prompt: a summary, a judge's comparison) rendered by the chat template, or of
+        `prompt` token ids (a prompt extended by earlier output); by the request's model or the served `model` named.
+        With `watch`, each sample is an engine request of its own, aborted when `watch` returns a reason for it."""
+        ...
+
+    async def score(self, prompt: list[int], start: int, *, model: str | None = None, stage: str = "score") -> list[float] | None:
+        """Log-probabilities of the tokens `prompt[start:]` under `model` (one prefill)."""
+        ...
+
+    async def run(self, params: Any) -> StrategyResult:
+        """Another strategy on the same task, budget and engines: a composed rollout (majority over ATTS samples)."""
+        ...
+
+    async def planning(self, family: str) -> Planning: ...
+
+    def restrict(self, *, max_tokens: int, total_tokens: int, model: str | None = None) -> None:
+        """Narrows what is left of the request: at most `max_tokens` a sample and `total_tokens` in all, generated
+        by `model` (a replica of the request's model) from now on. Only a plan for the whole request may do this."""
+        ...
+
+    async def tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None, model: str | None = None) -> list[int]:
+        """`model`'s tokens of: a chat prompt (with the assistant's turn opened), a piece of text to append to one, or
+        (neither given) the request's own prompt."""
+        ...
+
+    def context_limit(self, model: str | None = None) -> int: ...
+
+    @property
+    def exhausted(self) -> str | None:
+        """What ended the request's budget ("budget" or "deadline"), if anything has."""
         ...
 
     def emit(self, event: dict[str, Any]) -> None:

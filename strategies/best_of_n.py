@@ -6,18 +6,21 @@ of a process reward model.
                  logprob          mean token log-probability
                  self_certainty   KL(uniform || p) averaged over tokens (Kang et al. 2025)
     select:      argmax score, or weighted_majority: W(a) = Σ_{i: ans(s_i) = a} r_i, return argmax_a W(a)
+
+`early_stop` as on majority (strategies/stopping.py); with `deepconf` the selector sees only the confident traces.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task, usable
-from strategies.majority import DEFAULT_TEMPERATURE, SamplingKnobs
-from strategies.voting import TOP_LOGPROBS, Score, best_by, representative, score_candidates, vote
+from strategies.majority import VotingKnobs, sampling_of
+from strategies.stopping import DeepConfStop, confident_voters, draw
+from strategies.voting import TOP_LOGPROBS, Score, Weight, best_by, representative, score_candidates, vote
 from verifiers.answers import extract_answer
 from verifiers.code import TestCase, caller_tests, run_tests, visible_tests
 from verifiers.programs import candidate_program, entry_point_of, stub_of
@@ -25,10 +28,16 @@ from verifiers.programs import candidate_program, entry_point_of, stub_of
 Select = Literal["logprob", "self_certainty", "code_tests", "weighted_majority"]
 
 
-class BestOfNParams(SamplingKnobs):
+class BestOfNParams(VotingKnobs):
     name: Literal["best_of_n"] = "best_of_n"
     select: Select = Field("logprob", description="the verifier or score that picks the answer")
     score: Score = Field("logprob", description="reward of weighted_majority; tie-break of code_tests")
+
+    @model_validator(mode="after")
+    def _select_of_composed(self) -> BestOfNParams:
+        if self.rollout is not None and self.select != "code_tests":
+            raise ValueError(f"select={self.select} scores one sampled trace; over composed rollouts select by code_tests")
+        return self
 
 
 def tests_for(task: Task, needed_by: str = "select=code_tests") -> tuple[list[TestCase], str, str | None]:
@@ -50,34 +59,53 @@ def check(task: Task, params: BestOfNParams) -> None:
 
 async def best_of_n(ctx: Context, params: BestOfNParams) -> StrategyResult:
     tests = tests_for(ctx.task) if params.select == "code_tests" else None
-    needs = {params.score} | ({params.select} if params.select in TOP_LOGPROBS else set())
-    rollouts = await ctx.generate(
-        params.n,
-        temperature=params.temperature or ctx.task.temperature or DEFAULT_TEMPERATURE,
-        top_p=params.top_p or ctx.task.top_p or 1.0,
-        logprobs=max(TOP_LOGPROBS[s] for s in needs),
-    )
-    candidates = [Candidate(r) for r in rollouts]
+    rule = params.early_stop
+    deepconf = rule if isinstance(rule, DeepConfStop) else None
+    logprobs = max(logprobs_needed(params.select, params.score), TOP_LOGPROBS["confidence"] if deepconf else 0)
+    drawn = await draw(ctx, rule, params.n, sampling_of(ctx, params, logprobs), params.rollout)
+    candidates = [Candidate(r) for r in drawn.rollouts]
+    pool = candidates
+    if deepconf:
+        score_candidates(candidates, ctx.vocab_size, deepconf.window, deepconf.measure)
+        pool = confident_voters(usable(candidates), deepconf, drawn.threshold)
+        drawn.report = {**(drawn.report or {}), "voters": [c.index for c in pool], "filtered_out": len(candidates) - len(pool)}
+    chosen, selection = await select_among(ctx, pool, params.select, params.score, tests)
+    if drawn.report is not None:
+        selection["early_stop"] = drawn.report
+    if drawn.composed is not None:
+        selection["composed"] = drawn.composed
+    return StrategyResult(candidates, chosen, {"method": "best_of_n", **selection})
+
+
+def logprobs_needed(select: str, score: Score) -> int:
+    return max(TOP_LOGPROBS[s] for s in {score} | ({select} if select in TOP_LOGPROBS else set()))
+
+
+async def select_among(
+    ctx: Context, candidates: list[Candidate], select: Select | Literal["majority"], score: Score, tests: tuple[list[TestCase], str, str | None] | None
+) -> tuple[Candidate | None, dict[str, Any]]:
+    """Any rollouts' pick by a best-of-N selector (also ATTS's final choice across its samples); `majority` is the
+    unweighted vote."""
     score_candidates(candidates, ctx.vocab_size)
     pool = usable(candidates)
-    selection: dict[str, object] = {"method": "best_of_n", "select": params.select}
-    if params.select == "code_tests":
+    selection: dict[str, Any] = {"select": select}
+    if select == "code_tests":
         assert tests is not None
-        chosen = await _by_tests(ctx, pool, *tests, tie_break=params.score)
-    elif params.select == "weighted_majority":
+        chosen = await _by_tests(ctx, pool, *tests, tie_break=score)
+    elif select in ("weighted_majority", "majority"):
+        weight: Weight = score if select == "weighted_majority" else "none"
         for c in candidates:
             c.answer = extract_answer(c.rollout.text)
         for c, group in zip(pool, await ctx.answers.group([c.answer for c in pool]), strict=True):
             c.group = group
-        tally = vote(pool, params.score)
+        tally = vote(pool, weight)
         ctx.emit({"type": "tally", **tally.report(pool)})
-        selection.update(weight=params.score, **tally.report(pool))
+        selection.update(weight=weight, **tally.report(pool))
         chosen = representative(pool, tally.winner)
     else:
-        chosen = best_by(pool, params.select)
-    chosen = chosen or (pool[0] if pool else None)
+        chosen = best_by(pool, select)
     selection["alternatives"] = {key: pick.index for key in ("logprob", "self_certainty") if (pick := best_by(pool, key))}
-    return StrategyResult(candidates, chosen, selection)
+    return chosen or (pool[0] if pool else None), selection
 
 
 async def _by_tests(ctx: Context, pool: list[Candidate], tests: list[TestCase], stub: str, entry: str | None, tie_break: str) -> Candidate | None:

@@ -97,9 +97,10 @@ async def pdr(ctx: Context, params: PDRParams) -> StrategyResult:
     trajectories: list[Trajectory] = []
     summaries: dict[int, Summary] = {}
     for t, size in enumerate(sizes):
-        trajectories = await conditioned_rollouts(ctx, params, contexts, len(everything), temperature, top_p, stage=f"round{t}")
-        if not trajectories:
+        produced = await conditioned_rollouts(ctx, params, contexts, len(everything), temperature, top_p, stage=f"round{t}")
+        if not produced:  # the budget or deadline ran out: the final pick is among the last iteration that ran
             break
+        trajectories = produced
         everything.extend(candidates_of(trajectories))
         last = t + 1 == len(sizes)
         # Contexts are built from summaries; the last iteration needs them only for a summary-judged final pick.

@@ -9,9 +9,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from strategies.atts import ATTSParams, atts
+from strategies.auto import AutoParams, auto
+from strategies.atts import check as check_atts
 from strategies.base import Context, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, best_of_n
 from strategies.best_of_n import check as check_best_of_n
+from strategies.kinetics import KineticsParams, kinetics
+from strategies.kinetics import check as check_kinetics
 from strategies.majority import MajorityParams, majority
 from strategies.pdr import PDRParams, pdr
 from strategies.rtv import RTVParams, rtv
@@ -25,25 +30,34 @@ class NoneParams(BaseModel):
     name: Literal["none"] = "none"
 
 
-StrategyParams = Annotated[NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams, Field(discriminator="name")]
+StrategyParams = Annotated[
+    NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams | ATTSParams | KineticsParams | AutoParams, Field(discriminator="name")
+]
 StrategyFn = Callable[[Context, Any], Awaitable[StrategyResult]]
+for _composing in (MajorityParams, BestOfNParams):  # their `rollout` may itself be any strategy
+    _composing.model_rebuild(_types_namespace={"StrategyParams": StrategyParams})
 
-STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr}
+STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr, "atts": atts, "kinetics": kinetics, "auto": auto}
 STRATEGY_NAMES = ("none", *STRATEGIES)
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
-CHECKS: dict[str, Callable[[Task, Any], None]] = {"best_of_n": check_best_of_n, "rtv": check_rollouts, "pdr": check_rollouts}
-_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
+CHECKS: dict[str, Callable[[Task, Any], None]] = {
+    "best_of_n": check_best_of_n, "rtv": check_rollouts, "pdr": check_rollouts, "atts": check_atts, "kinetics": check_kinetics,
+}
+STRATEGY_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
 
 
 def default_params(name: str) -> BaseModel:
     """A strategy's parameters with the paper's defaults, for `<model>@<strategy>`."""
-    return _PARAMS.validate_python({"name": name})
+    return STRATEGY_PARAMS.validate_python({"name": name})
 
 
 def check_input(task: Task, params: BaseModel) -> None:
+    """A strategy's checks, and those of the strategy its rollouts run."""
     check = CHECKS.get(params.name)  # type: ignore[attr-defined]
     if check is not None:
         check(task, params)
+    if (inner := getattr(params, "rollout", None)) is not None and isinstance(inner, BaseModel):
+        check_input(task, inner)
 
 
 def split_model_name(model: str) -> tuple[str, str | None]:

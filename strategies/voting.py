@@ -9,28 +9,31 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from strategies.base import Candidate
-from verifiers.scores import mean_logprob, self_certainty
+from verifiers.scores import mean_logprob, self_certainty, trace_confidence
 
 Score = Literal["logprob", "self_certainty"]
-Weight = Literal["none", "logprob", "self_certainty"]
+Weight = Literal["none", "logprob", "self_certainty", "confidence"]
 
 # Top log-probabilities per token each score needs from the engine: self-certainty estimates the whole
 # distribution from its top-k (vLLM's default cap is 20), the mean log-probability only needs the sampled token.
-TOP_LOGPROBS: dict[str, int] = {"none": 0, "logprob": 0, "self_certainty": 20}
+TOP_LOGPROBS: dict[str, int] = {"none": 0, "logprob": 0, "self_certainty": 20, "confidence": 20}
 
 
-def score_candidates(candidates: Sequence[Candidate], vocab_size: int) -> None:
+def score_candidates(candidates: Sequence[Candidate], vocab_size: int, window: int = 256, measure: str = "lowest_group") -> None:
+    """Every score the candidates' log-probabilities allow; `confidence` is DeepConf's trace confidence."""
     for c in candidates:
         tokens = c.rollout.logprobs
         if (value := mean_logprob(tokens)) is not None:
             c.scores["logprob"] = value
         if (value := self_certainty(tokens, vocab_size)) is not None:
             c.scores["self_certainty"] = value
+        if (value := trace_confidence(tokens, window, measure)) is not None:
+            c.scores["confidence"] = value
 
 
 def reward(candidate: Candidate, weight: Weight) -> float:
     """A vote's weight. The mean log-probability becomes the geometric-mean token probability, in (0, 1] like a
-    reward model's score; self-certainty (a KL divergence) is already non-negative."""
+    reward model's score; self-certainty (a KL divergence) and DeepConf's confidence are already non-negative."""
     if weight == "none":
         return 1.0
     value = candidate.scores.get(weight)

@@ -7,6 +7,7 @@ node started with `ray start`, so the server exercises the join-a-cluster path a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -37,7 +38,7 @@ def free_port() -> int:
 
 
 # Test files that write to the real Redis server each get a database of their own, emptied before and after.
-DATABASES = {"auth": 10, "dashboard_page": 11, "dashboard_data": 12, "ledger": 13}
+DATABASES = {"schema": 6, "auth_e2e": 7, "multinode": 8, "faults": 9, "auth": 10, "dashboard_page": 11, "dashboard_data": 12, "ledger": 13, "atts": 14}
 
 
 def database_url(redis_url: str, name: str) -> str:
@@ -112,6 +113,12 @@ def ray_address() -> Iterator[str]:
     subprocess.run([ray_bin(), "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
+def eager_models(**spec: object) -> str:
+    """PONDER_MODELS for a test's own gateway: the default model on an eager engine (no torch.compile), which is
+    ready about a minute sooner; the tests that use it exercise the gateway, not the engine's speed."""
+    return json.dumps([{"name": "smollm2-135m", **spec, "engine_args": {"enforce_eager": True}}])
+
+
 @dataclass
 class Server:
     base_url: str
@@ -178,9 +185,19 @@ def running_server(redis_url: str, ray_address: str, log_path: Path, **env_overr
             proc.wait(10)
 
 
+PRESETS = """
+quick-vote:
+  description: majority of 3, at most 200 tokens
+  strategy: {name: majority, n: 3, temperature: 0.7}
+  budget: {max_total_tokens: 200}
+"""
+
+
 @pytest.fixture(scope="session")
 def server(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(redis_url, ray_address, tmp_path_factory.mktemp("server") / "ponder.log") as server:
+    home = tmp_path_factory.mktemp("server")
+    (home / "presets.yaml").write_text(PRESETS)
+    with running_server(redis_url, ray_address, home / "ponder.log", PONDER_PRESETS=str(home / "presets.yaml")) as server:
         yield server
 
 

@@ -53,3 +53,43 @@ def self_certainty(tokens: Sequence[TokenLogprob], vocab_size: int) -> float | N
     if not divergences:
         return None
     return math.fsum(divergences) / len(divergences)
+
+
+def token_confidences(tokens: Sequence[TokenLogprob]) -> list[float]:
+    """DeepConf's token confidence (Fu et al. 2025, "Deep Think with Confidence"): C_i = -(1/k) Σ_j log P_i(j) over
+    the top-k candidates the engine returned at position i. A peaked distribution puts little mass on the other k-1,
+    so their log-probabilities are very negative and C_i is high. Positions without top-k alternatives are skipped."""
+    return [-math.fsum(max(lp, _MIN_LOGPROB) for _, lp in t.top) / len(t.top) for t in tokens if t.top]
+
+
+def group_confidences(confidences: Sequence[float], window: int) -> list[float]:
+    """Mean token confidence over every window of `window` consecutive tokens (one group when the trace is shorter)."""
+    if not confidences:
+        return []
+    if len(confidences) <= window:
+        return [math.fsum(confidences) / len(confidences)]
+    sums = [0.0]
+    for c in confidences:
+        sums.append(sums[-1] + c)
+    return [(sums[i + window] - sums[i]) / window for i in range(len(confidences) - window + 1)]
+
+
+def trace_confidence(tokens: Sequence[TokenLogprob], window: int, measure: str) -> float | None:
+    """One number per trace, by the paper's measures: `mean` (average trace confidence), `lowest_group` (its least
+    confident window, what online stopping watches), `bottom10` (mean of its lowest 10% of windows), `tail` (mean
+    over its last `window` tokens, where the answer is written). None without top-k log-probabilities."""
+    confidences = token_confidences(tokens)
+    if not confidences:
+        return None
+    if measure == "mean":
+        return math.fsum(confidences) / len(confidences)
+    if measure == "tail":
+        tail = confidences[-window:]
+        return math.fsum(tail) / len(tail)
+    groups = group_confidences(confidences, window)
+    if measure == "lowest_group":
+        return min(groups)
+    if measure == "bottom10":
+        lowest = sorted(groups)[: max(1, math.ceil(len(groups) / 10))]
+        return math.fsum(lowest) / len(lowest)
+    raise ValueError(f"unknown confidence measure {measure!r}")

@@ -37,6 +37,10 @@ STATUS_TYPES = {
 
 TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "bytes", "body"})
 
+UNAVAILABLE_RETRY_AFTER_S = 5
+"""A 503 is temporary (an engine starting or being replaced, its node coming back, Redis reconnecting): it always
+says when to try again, so clients (the openai library honours `Retry-After`) back off instead of failing."""
+
 
 class APIError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
@@ -45,6 +49,8 @@ class APIError(Exception):
         self.message = message
         self.param = param
         self.code = code
+        if status == 503 and headers is None:
+            headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
         self.headers = headers
 
     def body(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,9 @@ from service.engines.protocol import CompletionDelta, EngineRequestError, Sampli
 from service.generation import Completion, MeteredRun
 from service.ledger import Entry
 from service.models import ServedModel
+from service.pricing import Priced, Pricing
 from service.settings import Settings
+from service.presets import Preset
 from strategies.registry import STRATEGY_NAMES, split_model_name
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,17 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return data
 
 
+def query_fields(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A GET route's query: empty values count as absent (a form's "all"); a repeated key is refused rather than
+    silently picking one."""
+    given: dict[str, str] = {}
+    for key, value in items:
+        if key in given:
+            raise APIError(400, f"Query parameter {key!r} given more than once", param=key, code="invalid_value")
+        given[key] = value
+    return {k: v for k, v in given.items() if v != ""}
+
+
 def parse(model: type[BaseModel], data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
@@ -73,8 +86,20 @@ async def read_request(request: Request, model: type[BaseModel], limit: int) -> 
     if isinstance(data.get("model"), str):
         entry.model = split_model_name(data["model"])[0]
     body = parse(model, data)
+    apply_preset(body, request.app.state.presets)
     describe(entry, body)
     return body
+
+
+def apply_preset(body: SamplingFields, presets: dict[str, Preset]) -> None:
+    """`<model>@<preset>` fills the strategy (and the budget, unless the request sets its own) from the preset."""
+    preset = presets.get(split_model_name(body.model)[1] or "")
+    if preset is None:
+        return
+    if body.strategy is not None:
+        raise APIError(400, f"Model name asks for preset {preset.name!r}, which sets the strategy; leave out the strategy field", param="strategy", code="conflicting_strategy")
+    body.strategy = preset.strategy
+    body.budget = body.budget or preset.budget
 
 
 def describe(entry: Entry, body: SamplingFields) -> None:
@@ -89,11 +114,12 @@ def describe(entry: Entry, body: SamplingFields) -> None:
         entry.params = {"n": body.n, "temperature": body.temperature, "max_tokens": body.token_limit}  # type: ignore[attr-defined]
 
 
-def resolve_model(body: SamplingFields, models: dict[str, ServedModel]) -> ServedModel:
+def resolve_model(body: SamplingFields, models: dict[str, ServedModel], presets: dict[str, Preset]) -> ServedModel:
     name, strategy = split_model_name(body.model)
-    if strategy is not None:
+    if strategy is not None and strategy not in presets:
         if strategy not in STRATEGY_NAMES:
-            raise APIError(400, f"Unknown strategy {strategy!r} in model name; available: {', '.join(STRATEGY_NAMES)}", param="model", code="unknown_strategy")
+            known = ", ".join([*STRATEGY_NAMES, *presets])
+            raise APIError(400, f"Unknown strategy or preset {strategy!r} in model name; available: {known}", param="model", code="unknown_strategy")
         if body.strategy is not None and body.strategy.name != strategy:
             raise APIError(400, f"Model name asks for strategy {strategy!r} but the strategy field names {body.strategy.name!r}", param="strategy", code="conflicting_strategy")
     served = models.get(name)
@@ -215,8 +241,11 @@ async def serve(
     strategy = (body.strategy.model_dump() if body.strategy else {"name": "none"})
     header = {"id": fmt.id_prefix + request_id, "created": created, "model": served.spec.name}
 
+    pricing: Pricing = request.app.state.pricing
+    priced = Priced(served.spec.name, served.shape, served.attention, run)
+
     def ponder() -> dict[str, Any]:
-        return {"request_id": request_id, "strategy": strategy, "budget": budget.report(), "finish": budget.exhausted}
+        return {"request_id": request_id, "strategy": strategy, "budget": budget.report(), "finish": budget.exhausted, "cost": pricing.report([priced])}
 
     if body.stream:
         return event_stream(request, stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry))

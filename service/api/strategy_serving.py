@@ -20,7 +20,9 @@ from service.api.errors import APIError
 from service.api.protocol import SamplingFields
 from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
 from service.cache import RequestCache
+from service.calibration import RedisCalibration
 from service.context import RequestContext
+from service.pricing import Pricing
 from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.generation import Completion
@@ -34,9 +36,13 @@ from verifiers.code import Sandbox
 
 log = logging.getLogger(__name__)
 
+# What the ledger keeps of a strategy's own plan (Kinetics, auto), for the tables that learn from it.
+PLAN_KEYS = ("n", "max_tokens", "kv_budget", "bin", "choice", "agreement")
+
 
 def strategy_params(body: SamplingFields) -> BaseModel | None:
-    """The strategy a request asks for (its field, else the one in `<model>@<strategy>`), or None for a plain call."""
+    """The strategy a request asks for (its field or its preset's, else the one in `<model>@<strategy>`), or None for
+    a plain call."""
     params = body.strategy or (default_params(name) if (name := split_model_name(body.model)[1]) else None)
     return None if params is None or params.name == "none" else params
 
@@ -55,10 +61,30 @@ async def grade(result: StrategyResult, reference: str | None, answers: AnswerGr
         c.correct = await answers.equivalent(reference, c.answer if c.answer is not None else extract_answer(c.rollout.text))
 
 
+def check_models(params: BaseModel, models: dict[str, ServedModel], at: str = "strategy") -> None:
+    """A strategy that calls more than one model (ATTS) may name any served model, and only those; so may the strategy
+    a composed rollout runs."""
+    if isinstance(inner := getattr(params, "rollout", None), BaseModel):
+        check_models(inner, models, f"{at}.rollout")
+    named = getattr(params, "served_models", dict)()
+    for field_name, name in named.items():
+        param = f"{at}.{field_name}"
+        if name is None:
+            continue
+        served = models.get(name)
+        if served is None:
+            raise APIError(400, f"{param}: the model {name!r} is not served here; served models: {', '.join(models)}", param=param, code="model_not_found")
+        if served.pool.info is None:
+            raise APIError(503, f"{param}: the model {name!r} is not ready yet", param=param, code="engine_unavailable")
+
+
 class StrategyRun:
     """One request's strategy: its context, its task, and the report the response carries."""
 
-    def __init__(self, request: Request, body: SamplingFields, served: ServedModel, prompt: list[int], text: str, params: BaseModel, settings: Settings) -> None:
+    def __init__(
+        self, request: Request, body: SamplingFields, served: ServedModel, prompt: list[int], text: str, params: BaseModel, settings: Settings,
+        messages: list[dict[str, str]] | None = None,
+    ) -> None:
         if body.n != 1:
             raise APIError(400, "n must be 1 with a strategy; the strategy's own `n` sets how many samples it draws", param="n", code="invalid_value")
         self.request_id: str = request.state.request_id
@@ -77,20 +103,34 @@ class StrategyRun:
             answers=request.app.state.answers,
             sandbox=request.app.state.sandbox,
             cache=RequestCache(request.app.state.redis, settings.cache_ttl_s),
+            hardware=request.app.state.pricing.hardware,
+            accuracy=request.app.state.accuracy,
+            calibration=RedisCalibration(request.app.state.redis, settings.calibration.window, settings.calibration.question_ttl_s),
+            models=request.app.state.models,
+            messages=messages,
             base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),  # type: ignore[attr-defined]
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
         )
+        self.pricing: Pricing = request.app.state.pricing
         self.entry: Entry = request.state.entry
         self.entry.usage, self.entry.stages, self.entry.budget = self.ctx.usage, self.ctx.stages, self.budget
         self.started = time.monotonic()
+        check_models(params, request.app.state.models)
         try:
             check_input(self.ctx.task, params)
         except StrategyInputError as exc:
             raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
 
     async def run(self) -> StrategyResult:
-        result = await STRATEGIES[self.params.name](self.ctx, self.params)  # type: ignore[attr-defined]
+        """A strategy may find the request unservable only once it has looked (Kinetics: a budget that buys not one
+        token): that is still the caller's 400, raised before any engine work."""
+        try:
+            result = await STRATEGIES[self.params.name](self.ctx, self.params)  # type: ignore[attr-defined]
+        except StrategyInputError as exc:
+            raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
+        if isinstance(plan := result.selection.get("plan"), dict):  # it planned its own sampling: the accuracy table learns it
+            self.entry.params = {**self.entry.params, "plan": {k: plan[k] for k in PLAN_KEYS if k in plan}}
         await grade(result, self.ctx.task.verifier.reference, self.ctx.answers)
         return result
 
@@ -123,6 +163,7 @@ class StrategyRun:
             "correct": result.chosen.correct if result.chosen else None,
             "budget": self.budget.report(),
             "finish": self.budget.exhausted,
+            "cost": self.pricing.report(self.ctx.calls),
         }
 
 
@@ -185,6 +226,10 @@ async def stream_strategy(run: StrategyRun, fmt: OutputFormat, header: dict[str,
     except (EngineUnavailable, EngineRequestError) as exc:
         log.error("strategy stream failed: %s", exc)
         yield {"data": json.dumps(stream_error(exc, run.entry))}
+        yield {"data": "[DONE]"}
+    except APIError as exc:
+        run.entry.fail(exc.status, exc.message, exc.code)
+        yield {"data": json.dumps(exc.body())}
         yield {"data": "[DONE]"}
     finally:
         if not task.done():

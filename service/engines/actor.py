@@ -32,7 +32,8 @@ WARMUP_PROMPT = [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def _scheduler_stats_logger(sink: dict[str, Any]) -> Any:
-    """A vLLM stat logger that keeps the latest scheduler stats for `stats()` (queue depth, KV cache use)."""
+    """A vLLM stat logger that keeps the latest scheduler stats for `stats()` (queue depth, KV cache use) and counts
+    the tokens the engine generated: the engine's own count, which shows whether an aborted request really stopped."""
     from vllm.v1.metrics.loggers import StatLoggerBase
 
     class LatestSchedulerStats(StatLoggerBase):
@@ -42,6 +43,8 @@ def _scheduler_stats_logger(sink: dict[str, Any]) -> Any:
         def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0) -> None:
             if scheduler_stats is not None:
                 sink["scheduler"] = scheduler_stats
+            if iteration_stats is not None:
+                sink["generated"] = sink.get("generated", 0) + iteration_stats.num_generation_tokens
 
         def log_engine_initialized(self) -> None:
             pass
@@ -86,8 +89,8 @@ class EngineActor:
 
         async def pump() -> None:
             try:
-                async for output in self.engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id):
-                    queue.put_nowait(_chunk(output, sampling.logprobs or 0))
+                async for output in self._outputs(TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id, sampling.prompt_logprobs_from):
+                    queue.put_nowait(_chunk(output, sampling.logprobs or 0, sampling.prompt_logprobs_from))
             except BaseException as exc:  # handed to the consumer, which re-raises it as an engine error
                 queue.put_nowait(exc)
                 if isinstance(exc, asyncio.CancelledError):
@@ -111,6 +114,24 @@ class EngineActor:
                 task.cancel()
                 await self.engine.abort(request_id)
 
+    async def _outputs(self, prompt: Any, params: Any, request_id: str, score_from: int | None) -> AsyncIterator[Any]:
+        """A scoring request first reads the prefix cache (only the new tokens are computed); vLLM returns prompt
+        log-probabilities only for computed tokens, so if the cache reached into the scored tokens (the same engine
+        wrote them, or scored them before) it is run again without reading the cache."""
+        if score_from is None:
+            async for output in self.engine.generate(prompt, params, request_id):
+                yield output
+            return
+        last = None
+        async for output in self.engine.generate(prompt, params, request_id):
+            last = output
+        if last is not None and (last.num_cached_tokens or 0) >= score_from:
+            params.skip_reading_prefix_cache = True
+            async for output in self.engine.generate(prompt, params, request_id):
+                yield output
+        elif last is not None:
+            yield last
+
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)
 
@@ -127,6 +148,7 @@ class EngineActor:
             waiting=getattr(scheduler, "num_waiting_reqs", 0),
             unfinished=self.engine.get_num_unfinished_requests(),
             kv_cache_usage=float(getattr(scheduler, "kv_cache_usage", 0.0)),
+            generated_tokens=self._latest.get("generated", 0),
         )
 
     def _translate(self, exc: BaseException) -> BaseException:
@@ -177,16 +199,38 @@ def _sampling_params(spec: SamplingSpec) -> Any:
         presence_penalty=spec.presence_penalty,
         frequency_penalty=spec.frequency_penalty,
         ignore_eos=spec.ignore_eos,
+        prompt_logprobs=None if spec.prompt_logprobs_from is None else 0,
+        # Read the prefix cache when scoring, and do not detokenize: vLLM 0.32 leaves the cached positions' prompt
+        # log-probabilities uninitialized, and detokenizing those garbage ids kills the engine.
+        skip_reading_prefix_cache=None if spec.prompt_logprobs_from is None else False,
+        detokenize=spec.prompt_logprobs_from is None,
         output_kind=RequestOutputKind.DELTA,
     )
 
 
-def _chunk(output: Any, top_k: int) -> EngineChunk:
+def _chunk(output: Any, top_k: int, prompt_from: int | None) -> EngineChunk:
     return EngineChunk(
         deltas=[_delta(c, top_k) for c in output.outputs],
         cached_tokens=output.num_cached_tokens or 0,
         finished=output.finished,
+        prompt_logprobs=_prompt_logprobs(output, prompt_from),
     )
+
+
+def _prompt_logprobs(output: Any, start: int | None) -> list[float] | None:
+    """The prompt tokens' own log-probabilities from `start` on. vLLM lists them for the computed tokens only (a
+    None first, then one per computed position), so they are matched to the prompt from its end."""
+    if start is None or not output.prompt_logprobs:
+        return None
+    ids = output.prompt_token_ids
+    wanted = len(ids) - max(start, 1)
+    listed = list(output.prompt_logprobs)[1:]
+    if len(listed) < wanted:
+        return None
+    positions = listed[len(listed) - wanted :]
+    if any(p is None or ids[i] not in p for i, p in zip(range(len(ids) - wanted, len(ids)), positions, strict=True)):
+        return None
+    return [float(p[ids[i]].logprob) for i, p in zip(range(len(ids) - wanted, len(ids)), positions, strict=True)]
 
 
 def _delta(completion: Any, top_k: int) -> CompletionDelta:
@@ -226,4 +270,5 @@ def _merge(chunks: list[EngineChunk]) -> EngineChunk:
         deltas=[merged[i] for i in sorted(merged)],
         cached_tokens=max(c.cached_tokens for c in chunks),
         finished=last.finished,
+        prompt_logprobs=next((c.prompt_logprobs for c in chunks if c.prompt_logprobs is not None), None),
     )

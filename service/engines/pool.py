@@ -175,10 +175,20 @@ class EnginePool:
             async with asyncio.timeout(self.start_timeout_s):
                 replica.info = await replica.handle.ready.remote()
         except Exception as exc:
-            log.error("replica %s failed to start: %s", replica.name, exc)
             with contextlib.suppress(Exception):
                 ray.kill(replica.handle, no_restart=True)
-            replica.handle, replica.error = None, f"start failed: {exc}"
+            replica.handle = None
+            if isinstance(exc, RayActorError) and not exc.actor_init_failed:
+                # Its process or its node died under it (a replacement placed on a node that was dying): nothing is
+                # wrong with the engine, and a start once the cluster has room again may succeed, so it is retried.
+                # Only the engine failing to start (its own error, a timeout) is final.
+                log.warning("replica %s died while starting (%s); starting it again", replica.name, exc)
+                replica.error = f"start interrupted: {exc}"
+                await asyncio.sleep(self.health_interval_s)
+                self._spawn(self._launch(replica))
+                return
+            log.error("replica %s failed to start: %s", replica.name, exc)
+            replica.error = f"start failed: {exc}"
             await self._set_state(replica, "failed")
             return
         log.info("replica %s ready (max_model_len %d, %s)", replica.name, replica.info.max_model_len, replica.info.dtype)

@@ -19,6 +19,10 @@ class SamplingSpec:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     ignore_eos: bool = False
+    prompt_logprobs_from: int | None = None
+    """Return the log-probability of every prompt token from this position on (scoring a given text, as ATTS's
+    target does: one prefill, one generated token). vLLM computes them for the whole prompt; the actor sends on
+    only the slice asked for."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class EngineChunk:
     deltas: list[CompletionDelta]
     cached_tokens: int = 0
     finished: bool = False
+    prompt_logprobs: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class EngineStats:
     waiting: int
     unfinished: int
     kv_cache_usage: float
+    generated_tokens: int = 0
+    """Every token the engine generated since it started (its warm-up included)."""
 
 
 class EngineDead(RuntimeError):

@@ -6,6 +6,7 @@ import json
 import time
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
@@ -50,7 +51,7 @@ def test_majority_votes_over_equivalent_answers(client: OpenAI) -> None:
     ponder = ponder_of(response)
     assert_accounting(response, ponder, 6)
     assert len(response.choices) == 1 and response.choices[0].finish_reason in ("stop", "length")
-    assert ponder["strategy"] == {"name": "majority", "n": 6, "temperature": 0.6, "top_p": None, "weight": "none"}
+    assert ponder["strategy"] == {"name": "majority", "n": 6, "temperature": 0.6, "top_p": None, "weight": "none", "rollout": None, "early_stop": None}
     tally = ponder["selection"]["tally"]
     voters = [c for c in ponder["candidates"] if c["group"] is not None]
     assert sum(row["votes"] for row in tally) == len(voters)
@@ -169,3 +170,141 @@ def test_disconnect_cancels_every_rollout(server: Server) -> None:
         assert json.loads(first[6:])["object"] == "chat.completion.chunk"
         assert wait_until(lambda: engine_rows(server)[0]["unfinished"] >= 1, 10)
     assert wait_until(lambda: engine_idle(server), 5), engine_rows(server)
+
+
+def test_a_preset_from_the_settings_file_is_listed_and_chosen_by_model_name(server: Server, client: OpenAI) -> None:
+    listed = httpx.get(f"{server.api}/presets", timeout=10).json()["data"]
+    assert [p["id"] for p in listed] == ["quick-vote"] and listed[0]["strategy"]["n"] == 3
+    response = client.chat.completions.create(model=f"{MODEL}@quick-vote", messages=ARITHMETIC, max_tokens=16)
+    ponder = ponder_of(response)
+    assert ponder["strategy"]["name"] == "majority" and ponder["rollouts"] == 3
+    assert ponder["budget"]["max_total_tokens"] == 200 and response.model == MODEL
+
+
+def test_an_unknown_preset_or_a_preset_with_a_strategy_field_is_refused(server: Server) -> None:
+    unknown = httpx.post(f"{server.api}/chat/completions", json={"model": f"{MODEL}@no-such", "messages": ARITHMETIC}, timeout=30)
+    assert unknown.status_code == 400 and "quick-vote" in unknown.json()["error"]["message"]
+    both = httpx.post(f"{server.api}/chat/completions", json={"model": f"{MODEL}@quick-vote", "messages": ARITHMETIC, "strategy": {"name": "majority"}}, timeout=30)
+    assert both.status_code == 400 and both.json()["error"]["param"] == "strategy"
+
+
+def test_adaptive_majority_draws_in_batches_until_the_vote_is_confident(client: OpenAI) -> None:
+    rule = {"name": "adaptive", "confidence": 0.9, "batch": 4, "max_n": 12}
+    response = client.chat.completions.create(
+        model=MODEL, messages=ARITHMETIC, max_tokens=16, temperature=0.3, extra_body={"strategy": {"name": "majority", "early_stop": rule}}
+    )
+    ponder = ponder_of(response)
+    stop = ponder["selection"]["early_stop"]
+    assert stop["drawn"] == len(ponder["candidates"]) == ponder["rollouts"] <= 12
+    assert ponder["engine_requests"] == len(stop["steps"]) and [s["drawn"] for s in stop["steps"]] == list(range(4, stop["drawn"] + 1, 4))
+    assert (stop["stopped"] == "confident") == (stop["steps"][-1]["leader_probability"] >= 0.9)
+    assert response.usage.completion_tokens == sum(c["tokens"] for c in ponder["candidates"])
+
+
+STORY = [{"role": "user", "content": "Write a short story about a robot who learns to paint. Then say how many legs a cat has."}]
+
+
+def test_deepconf_offline_votes_with_the_most_confident_traces(client: OpenAI) -> None:
+    rule = {"name": "deepconf", "mode": "offline", "window": 8, "keep_top": 0.5}
+    response = client.chat.completions.create(model=MODEL, messages=ARITHMETIC, max_tokens=24, extra_body={"strategy": {"name": "majority", "n": 6, "early_stop": rule}})
+    ponder = ponder_of(response)
+    stop = ponder["selection"]["early_stop"]
+    confident = sorted(ponder["candidates"], key=lambda c: (-c["scores"]["confidence"], c["index"]))
+    assert sorted(stop["voters"]) == sorted(c["index"] for c in confident[:3]) and stop["filtered_out"] == 3
+    assert ponder["selection"]["weight"] == "confidence"
+
+
+def test_deepconf_online_aborts_low_confidence_traces_in_the_engine(server: Server, client: OpenAI) -> None:
+    rule = {"name": "deepconf", "mode": "online", "warmup": 4, "window": 8, "keep_top": 0.1}
+    response = client.chat.completions.create(
+        model=MODEL, messages=STORY, max_tokens=96, temperature=1.0, extra_body={"strategy": {"name": "majority", "n": 10, "early_stop": rule}}
+    )
+    ponder = ponder_of(response)
+    stop = ponder["selection"]["early_stop"]
+    assert set(ponder["tokens"]) == {"warmup", "sample"} and ponder["engine_requests"] == 2
+    stopped = {s["index"]: s["tokens"] for s in stop["stopped"]}
+    assert stopped, "with the 90th percentile as threshold some of six 96-token traces fall below it"
+    for c in ponder["candidates"]:
+        if c["index"] in stopped:
+            assert c["finish_reason"] == "early_stop" and 8 <= c["tokens"] == stopped[c["index"]] < 96
+    assert response.usage.completion_tokens == sum(c["tokens"] for c in ponder["candidates"])
+    assert stop["saved_tokens"] > 0 and not set(stop["voters"]) & set(stopped)
+    assert wait_until(lambda: engine_idle(server), 30)
+
+
+CONTEXT = (
+    "Ada keeps a ledger of the apples in her shop. On Monday she buys crates from two farms: the first farm sends "
+    "seventeen apples and the second sends twenty-five. She writes every delivery on its own line, adds the lines at "
+    "the end of the day, and checks the sum twice before she closes the shop. Her assistant, who is new, copies the "
+    "numbers into a second book so that the two books can be compared on Friday, when the accountant visits."
+)
+LONG_QUESTION = [{"role": "user", "content": CONTEXT + " How many apples did Ada receive on Monday? Think it through, then give the number."}]
+
+
+def generated(server: Server) -> int:
+    return sum(row["generated_tokens"] for row in engine_rows(server))
+
+
+def test_probes_stop_rollouts_in_the_engine_and_read_its_prefix_cache(server: Server, client: OpenAI) -> None:
+    assert wait_until(lambda: engine_idle(server), 30)
+    before = generated(server)
+    rule = {"name": "probe", "every": 16, "agree": 2, "probe_tokens": 12}
+    response = client.chat.completions.create(
+        model=MODEL, messages=LONG_QUESTION, max_tokens=160, temperature=0.3, extra_body={"strategy": {"name": "majority", "n": 3, "early_stop": rule}}
+    )
+    ponder = ponder_of(response)
+    stop = ponder["selection"]["early_stop"]
+    probe = ponder["tokens"]["probe"]
+    assert probe["completion_tokens"] > 0 and probe["prompt_tokens_details"]["cached_tokens"] >= 128  # the prompt's first block at least
+    for rollout in stop["rollouts"]:
+        assert [p["at"] for p in rollout["probes"]] == list(range(16, 16 * len(rollout["probes"]) + 1, 16))
+    stopped = {s["index"] for s in stop["stopped"]}
+    assert stopped, f"no rollout's probes agreed twice: {stop['rollouts']}"
+    for c in ponder["candidates"]:
+        if c["index"] in stopped:
+            assert c["finish_reason"] == "answered" and c["tokens"] < 160 and c["answer"] is not None
+    assert wait_until(lambda: engine_idle(server), 30)
+    spent = generated(server) - before
+    time.sleep(1.5)
+    assert generated(server) - before == spent  # the engine's own counter has stopped
+    # What the engine generated is what was granted (rollouts and probes), plus at most a few tokens per stopped
+    # rollout decoded between the stop and the abort reaching the engine; far below three whole 160-token traces.
+    assert response.usage.completion_tokens <= spent <= response.usage.completion_tokens + 24 * len(stopped)
+    assert spent < 3 * 160
+
+
+def test_a_majority_over_atts_samples_composes_two_strategies(client: OpenAI) -> None:
+    atts = {"name": "atts", "samples": 2, "turns": 2, "draft_tokens": 10, "target_tokens": 10, "alpha": 0.5, "family": "compose-test"}
+    response = client.chat.completions.create(
+        model=MODEL, messages=ARITHMETIC, max_tokens=32, extra_body={"strategy": {"name": "majority", "n": 3, "rollout": atts}}
+    )
+    ponder = ponder_of(response)
+    composed = ponder["selection"]["composed"]
+    assert len(composed) == 3 == len(ponder["candidates"]) and all(c["selection"]["method"] == "atts" for c in composed)
+    assert {"draft", "score"} <= set(ponder["tokens"]) and ponder["engine_requests"] >= 3 * 2 * 2
+    assert response.usage.completion_tokens == sum(u["completion_tokens"] for u in ponder["tokens"].values())
+    chosen = next(c for c in ponder["candidates"] if c["index"] == ponder["chosen"])
+    assert response.choices[0].message.content == chosen["text"]
+
+
+def test_a_composition_that_makes_no_sense_is_a_clear_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=ARITHMETIC, max_tokens=8, extra_body={"strategy": {"name": "majority", "rollout": {"name": "atts"}, "early_stop": {"name": "probe"}}}
+        )
+    assert caught.value.body["param"] == "strategy" and "probe" in caught.value.body["message"]
+
+
+def test_early_stopping_streams_its_probes_and_stops_as_events(client: OpenAI) -> None:
+    rule = {"name": "probe", "every": 16, "agree": 2, "probe_tokens": 12}
+    stream = client.chat.completions.create(
+        model=MODEL, messages=LONG_QUESTION, max_tokens=128, temperature=0.3, stream=True, extra_body={"strategy": {"name": "majority", "n": 2, "early_stop": rule}}
+    )
+    chunks = list(stream)
+    events = [c.model_extra["ponder"]["event"] for c in chunks if c.model_extra.get("ponder", {}).get("event")]
+    final = next(c.model_extra["ponder"] for c in chunks if "selection" in c.model_extra.get("ponder", {}))
+    probes = [e for e in events if e["type"] == "probe"]
+    assert probes and {p["at"] % 16 for p in probes} == {0}
+    assert [e["index"] for e in events if e["type"] == "early_stop"] == [s["index"] for s in final["selection"]["early_stop"]["stopped"]]
+    answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert answer == next(c["text"] for c in final["candidates"] if c["index"] == final["chosen"])

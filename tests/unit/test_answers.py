@@ -2,11 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import psutil
 import pytest
-import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -134,31 +132,24 @@ def test_extract_code(reply: str, expected: str | None) -> None:
     assert extract_code(reply) == expected
 
 
-@pytest_asyncio.fixture(scope="module")
-async def grouper() -> AsyncIterator[AnswerGrouper]:
-    g = AnswerGrouper(timeout_s=30)
-    yield g
-    await g.aclose()
-
-
-async def test_equivalent_forms_share_a_group(grouper: AnswerGrouper) -> None:
+async def test_equivalent_forms_share_a_group(answers: AnswerGrouper) -> None:
     forms = ["1/2", "0.5", "\\frac{1}{2}", "\\dfrac12", "42", " 42 ", "42.0", "\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"]
-    ids = await grouper.group(forms)
+    ids = await answers.group(forms)
     assert ids == [0, 0, 0, 0, 1, 1, 1, 2, 2]
 
 
-async def test_different_answers_get_different_groups(grouper: AnswerGrouper) -> None:
-    assert await grouper.group(["1/3", "0.5", "42", "43", "-42", "x + 1"]) == [0, 1, 2, 3, 4, 5]
+async def test_different_answers_get_different_groups(answers: AnswerGrouper) -> None:
+    assert await answers.group(["1/3", "0.5", "42", "43", "-42", "x + 1"]) == [0, 1, 2, 3, 4, 5]
 
 
-async def test_ids_follow_first_appearance_and_none_stays_none(grouper: AnswerGrouper) -> None:
-    assert await grouper.group([None, "7", "3", None, "7.0", "3/1", "9"]) == [None, 0, 1, None, 0, 1, 2]
-    assert await grouper.group([None, None]) == [None, None]
-    assert await grouper.group([]) == []
+async def test_ids_follow_first_appearance_and_none_stays_none(answers: AnswerGrouper) -> None:
+    assert await answers.group([None, "7", "3", None, "7.0", "3/1", "9"]) == [None, 0, 1, None, 0, 1, 2]
+    assert await answers.group([None, None]) == [None, None]
+    assert await answers.group([]) == []
 
 
-async def test_concurrent_calls_are_all_answered_by_math_verify(grouper: AnswerGrouper) -> None:
-    calls = [grouper.group([f"{i}/2", f"{i / 2}", "1"]) for i in range(3, 9)]
+async def test_concurrent_calls_are_all_answered_by_math_verify(answers: AnswerGrouper) -> None:
+    calls = [answers.group([f"{i}/2", f"{i / 2}", "1"]) for i in range(3, 9)]
     assert await asyncio.gather(*calls) == [[0, 0, 1]] * 6
 
 
@@ -168,12 +159,12 @@ async def test_identical_answers_need_no_worker() -> None:
     assert g._pool is None
 
 
-async def test_equivalent_grades_against_a_reference(grouper: AnswerGrouper) -> None:
-    assert await grouper.equivalent("\\frac{1}{2}", "0.5")
-    assert await grouper.equivalent("\\dfrac{3}{4}", "0.75")
-    assert await grouper.equivalent("10", "10.0")
-    assert not await grouper.equivalent("42", "41")
-    assert not await grouper.equivalent("3", None)
+async def test_equivalent_grades_against_a_reference(answers: AnswerGrouper) -> None:
+    assert await answers.equivalent("\\frac{1}{2}", "0.5")
+    assert await answers.equivalent("\\dfrac{3}{4}", "0.75")
+    assert await answers.equivalent("10", "10.0")
+    assert not await answers.equivalent("42", "41")
+    assert not await answers.equivalent("3", None)
 
 
 def _stuck_in_worker(answers: list[str], budget_s: float) -> list[int]:

@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import REGISTRY
 
+from service.api.errors import UNAVAILABLE_RETRY_AFTER_S, APIError
 from service.budget import Budget
+from service.engines.pool import EngineUnavailable
 from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
 from service.generation import MeteredRun
 
@@ -18,9 +21,10 @@ class ScriptedPool:
 
     spec = SimpleNamespace(name="scripted")
 
-    def __init__(self, steps: int, delay: float = 0.0) -> None:
+    def __init__(self, steps: int, delay: float = 0.0, ready: bool = True) -> None:
         self.steps = steps
         self.delay = delay
+        self.ready = ready
         self.closed: list[str] = []
 
     async def generate(self, request_id: str, prompt: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
@@ -86,6 +90,30 @@ async def test_deadline_stops_and_closes_the_stream() -> None:
     assert completions[0].finish_reason == "deadline"
     assert 0 < len(completions[0].token_ids) < 1000
     assert pool.closed == ["r-0"]
+
+
+async def test_a_deadline_passed_with_no_replica_ready_is_the_engine_unavailable() -> None:
+    """Waiting for a replacement replica (or for a node to come back) until the deadline is the service's failure: a
+    503 with a retry hint, not an empty answer that says the budget ran out."""
+    with pytest.raises(EngineUnavailable, match="no replica of scripted"):
+        await run(ScriptedPool(steps=5, delay=1.0, ready=False), n=1, max_tokens=5, cap=100, deadline=0.1).collect()
+
+
+async def test_a_replica_ready_too_late_to_produce_anything_is_still_the_engine_unavailable() -> None:
+    pool = ScriptedPool(steps=5, delay=1.0, ready=False)
+    asyncio.get_running_loop().call_later(0.05, setattr, pool, "ready", True)
+    with pytest.raises(EngineUnavailable):
+        await run(pool, n=1, max_tokens=5, cap=100, deadline=0.1).collect()
+
+
+async def test_a_deadline_passed_on_a_ready_but_busy_engine_is_the_deadline() -> None:
+    completions = await run(ScriptedPool(steps=5, delay=1.0), n=1, max_tokens=5, cap=100, deadline=0.1).collect()
+    assert completions[0].finish_reason == "deadline" and completions[0].token_ids == []
+
+
+def test_every_503_says_when_to_retry() -> None:
+    assert APIError(503, "The model is not ready yet", code="engine_unavailable").response().headers["retry-after"] == str(UNAVAILABLE_RETRY_AFTER_S)
+    assert "retry-after" not in APIError(400, "bad").response().headers
 
 
 async def test_batch_of_prompts_indexes_choices_by_prompt() -> None:

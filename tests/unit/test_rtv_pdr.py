@@ -227,3 +227,18 @@ async def test_agent_rollouts_revise_on_the_visible_tests() -> None:
 def test_agent_rollouts_need_tests() -> None:
     with pytest.raises(StrategyInputError):
         check_input(TASK, RTVParams(rollout="agent"))
+
+
+async def test_a_refinement_cut_by_the_budget_falls_back_to_the_last_iteration_that_ran() -> None:
+    """Iteration 1's rollouts came back empty (the deadline passed): the pick is among iteration 0's, not a crash."""
+
+    class SpentModel(RefiningModel):
+        async def generate(self, n: int, *, messages: list[dict[str, str]] | None = None, stage: str = "sample", **kwargs: Any) -> list[Rollout]:
+            if stage == "round1":
+                return []
+            return await super().generate(n, messages=messages, stage=stage, **kwargs)
+
+    for distill in ("none", "random_k", "select_k"):
+        result = await pdr(SpentModel(4, right=1), PDRParams(n=4, k=2, votes=1, distill=distill))  # type: ignore[arg-type]
+        assert result.chosen is not None and result.chosen.index < 4
+        assert len(result.candidates) == 4 and len(result.selection["iterations"]) == 1

@@ -4,7 +4,6 @@ real verifiers: math-verify grouping and the code sandbox."""
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -39,13 +38,6 @@ class ScriptedContext:
 
     def emit(self, event: dict[str, Any]) -> None:
         self.events.append(event)
-
-
-@pytest.fixture(scope="module")
-async def answers() -> AsyncIterator[AnswerGrouper]:
-    grouper = AnswerGrouper(timeout_s=20)
-    yield grouper
-    await grouper.aclose()
 
 
 async def test_majority_groups_equivalent_answers(answers: AnswerGrouper) -> None:

@@ -1,0 +1,344 @@
+"""Block top-k sparse decode (service/engines/sparse_attention.py) against dense attention: the time of one decode
+step at growing context lengths, at several KV budgets, and how far greedy outputs stay with dense.
+
+    flock /tmp/ponder-engine.lock .venv/bin/python -m bench.sparse_decode [--contexts 1024,2048,4096,8000]
+        [--budgets 512,1024,2048] [--decode-tokens 32] [--batch 1] [--out PATH]
+
+Each configuration is its own engine process (the budget is engine-wide, read from PONDER_SPARSE_KV_BUDGET when the
+engine starts), the offline `LLM` with the service's CPU engine environment, enforce_eager and block size 32. A
+request's steps are timed one by one through `LLMEngine.step`; the first is its prefill, the rest are decode steps.
+
+Prompts: for timing and agreement, the repository's READMEs cut to each context length, continued greedily; for
+accuracy, a pass key hidden at 10%, 50% and 90% depth of filler text at the longest context, asked for at the end
+(the answer must come from one middle block, which top-k must find).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.server import ROOT, save_result
+from service.hardware import cpu_dtype
+from service.models import CPU_ENGINE_ENV
+
+MODEL_DIR = Path.home() / ".local" / "share" / "ponder" / "models" / "smollm2-135m"
+BLOCK_SIZE = 32
+MAX_MODEL_LEN = 8192
+CORPUS = (ROOT / "README.md", ROOT / "deploy" / "README.md")
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+PASS_KEYS = ("68402", "31957", "80264")
+DEPTHS = (0.1, 0.5, 0.9)
+
+
+@dataclass
+class EngineJob:
+    """One engine's work: every prompt run greedily `repeats` times as `batch` copies (timed per step), then all of
+    `together` at once."""
+
+    model: str
+    budget: int | None
+    prompts: list[list[int]]
+    max_tokens: int
+    batch: int = 1
+    repeats: int = 1
+    together: list[list[int]] = field(default_factory=list)
+    block_size: int = BLOCK_SIZE
+    max_model_len: int = MAX_MODEL_LEN
+    dtype: str | None = None  # the host's serving dtype (service.hardware.cpu_dtype) unless set
+
+
+def engine_env(budget: int | None) -> dict[str, str]:
+    """The service's CPU engine environment (service/models.py), with the budget or without it."""
+    env = {k: v for k, v in os.environ.items() if k != "PONDER_SPARSE_KV_BUDGET"}
+    env |= CPU_ENGINE_ENV | {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    if budget is not None:
+        env["PONDER_SPARSE_KV_BUDGET"] = str(budget)
+    return env
+
+
+def run_engine(job: EngineJob, timeout_s: float = 1800) -> dict[str, Any]:
+    """Runs `job` in a fresh process: vLLM loads its plugins once per process, so each budget needs its own."""
+    with tempfile.TemporaryDirectory(prefix="ponder-sparse-") as scratch:
+        job_file, result_file = Path(scratch) / "job.json", Path(scratch) / "result.json"
+        job_file.write_text(json.dumps(asdict(job)))
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.sparse_decode", "--engine-job", str(job_file), str(result_file)],
+            env=engine_env(job.budget), cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+        )
+        if done.returncode != 0 or not result_file.exists():
+            raise RuntimeError(f"engine job (budget {job.budget}) exited with {done.returncode}:\n{done.stderr[-4000:]}")
+        return json.loads(result_file.read_text())
+
+
+def _engine_job(job: EngineJob) -> dict[str, Any]:
+    """In the engine process. Per prompt: its step times per repeat, its greedy tokens and, with a budget, the
+    backend's per-step record of KV tokens attended (sparse_attention.STATS, read through collective_rpc), from the
+    first repeat. Prefix caching is on, as the service runs it: later repeats and batch copies reuse the prompt's
+    blocks (and their key summaries), so only their decode is new work."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=job.model, dtype=job.dtype or cpu_dtype(), block_size=job.block_size, max_model_len=job.max_model_len,
+        enforce_eager=True, enable_prefix_caching=True, enable_chunked_prefill=False, seed=0,
+    )
+    greedy = SamplingParams(temperature=0.0, max_tokens=job.max_tokens, ignore_eos=True)
+    prefill = SamplingParams(temperature=0.0, max_tokens=1)
+    engine = llm.llm_engine
+
+    def stats() -> dict[str, Any] | None:
+        if job.budget is None:
+            return None
+        from service.engines.sparse_attention import sparse_decode_stats
+
+        return llm.collective_rpc(sparse_decode_stats)[0]
+
+    def reset() -> None:
+        if job.budget is not None:
+            from service.engines.sparse_attention import reset_sparse_decode_stats
+
+            llm.collective_rpc(reset_sparse_decode_stats)
+
+    def decode(prompt: list[int], tag: str) -> tuple[list[float], list[int]]:
+        for copy in range(job.batch):
+            engine.add_request(f"{tag}-{copy}", {"prompt_token_ids": prompt}, greedy)
+        step_s: list[float] = []
+        tokens: list[int] = []
+        while engine.has_unfinished_requests():
+            started = time.perf_counter()
+            outputs = engine.step()
+            step_s.append(time.perf_counter() - started)
+            tokens = next((list(o.outputs[0].token_ids) for o in outputs if o.request_id == f"{tag}-0" and o.finished),
+                          tokens)
+        return step_s, tokens
+
+    if job.prompts:  # the first steps of an engine pay one-off warm-up costs
+        llm.generate([{"prompt_token_ids": job.prompts[0]}], SamplingParams(max_tokens=4), use_tqdm=False)
+    runs = []
+    for i, prompt in enumerate(job.prompts):
+        if job.batch > 1:  # prefilled once, so that the copies share its cached blocks
+            llm.generate([{"prompt_token_ids": prompt}], prefill, use_tqdm=False)
+        repeats = []
+        for r in range(job.repeats):
+            reset()
+            step_s, tokens = decode(prompt, f"p{i}r{r}")
+            repeats.append({"step_s": step_s, "tokens": tokens, "stats": stats()})
+        runs.append({"prompt_tokens": len(prompt), "step_s": [r["step_s"] for r in repeats],
+                     "tokens": repeats[0]["tokens"], "stats": repeats[0]["stats"]})
+    together = None
+    if job.together:
+        reset()
+        outputs = llm.generate([{"prompt_token_ids": p} for p in job.together], greedy, use_tqdm=False)
+        together = {"tokens": [list(o.outputs[0].token_ids) for o in outputs], "stats": stats()}
+    return {"runs": runs, "together": together}
+
+
+def text_prompt(tokenizer: Any, length: int) -> list[int]:
+    ids: list[int] = []
+    text = "\n\n".join(p.read_text() for p in CORPUS)
+    while len(ids) < length:
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[:length]
+
+
+def pass_key_prompt(tokenizer: Any, length: int, key: str, depth: float) -> list[int]:
+    head = tokenizer("There is an important piece of information hidden inside a lot of irrelevant text. Find it "
+                     "and memorize it. I will quiz you about it.\n", add_special_tokens=False)["input_ids"]
+    needle = tokenizer(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n",
+                       add_special_tokens=False)["input_ids"]
+    question = tokenizer("\nWhat is the pass key? The pass key is", add_special_tokens=False)["input_ids"]
+    unit = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
+    room = length - len(head) - len(needle) - len(question)
+    filler = (unit * (room // len(unit) + 1))[:room]
+    cut = int(room * depth)
+    return head + filler[:cut] + needle + filler[cut:] + question
+
+
+def agreement(tokens: list[int], reference: list[int]) -> int:
+    """How many leading tokens match dense: greedy decoding diverges for good after its first difference."""
+    same = 0
+    for a, b in zip(tokens, reference, strict=False):
+        if a != b:
+            break
+        same += 1
+    return same
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+    contexts = [int(c) for c in args.contexts.split(",")]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    longest = max(contexts)
+    timing = [text_prompt(tokenizer, c) for c in contexts]
+    keys = [pass_key_prompt(tokenizer, longest, key, depth) for key, depth in zip(PASS_KEYS, DEPTHS, strict=True)]
+    results: dict[str, Any] = {}
+    for budget in [None, *budgets]:
+        name = "dense" if budget is None else str(budget)
+        job = EngineJob(model=str(args.model), budget=budget, prompts=timing + keys, max_tokens=args.decode_tokens,
+                        batch=args.batch, repeats=args.repeats)
+        results[name] = run_engine(job)
+    rows = []
+    for i, context in enumerate(contexts):
+        row: dict[str, Any] = {"context": context}
+        for name, result in results.items():
+            run = result["runs"][i]
+            row[f"{name}_ms"] = 1000 * min(statistics.median(steps[1:]) for steps in run["step_s"])
+            row[f"{name}_agree"] = agreement(run["tokens"], results["dense"]["runs"][i]["tokens"])
+            if run["stats"] is not None and run["stats"]["dense_kv_tokens"]:
+                row[f"{name}_kv_read"] = run["stats"]["attended_kv_tokens"] / run["stats"]["dense_kv_tokens"]
+        rows.append(row)
+    accuracy = {}
+    for name, result in results.items():
+        found = []
+        for j, key in enumerate(PASS_KEYS):
+            text = tokenizer.decode(result["runs"][len(contexts) + j]["tokens"])
+            found.append(text.strip().startswith(key))
+        accuracy[name] = found
+    kernel = kernel_times(args.model, contexts, budgets, args.batch)
+    return {"rows": rows, "kernel": kernel, "pass_key": accuracy, "raw": results}
+
+
+def _fastest_us(call: Any, calls: int = 20, rounds: int = 5) -> float:
+    """The fastest of several rounds: another process taking the CPU only ever makes a round slower."""
+    call()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - started) / calls)
+    return best * 1e6
+
+
+def kernel_times(model: Path, contexts: list[int], budgets: list[int], batch: int) -> list[dict[str, Any]]:
+    """One layer's decode attention alone, no engine, in the model's geometry on random keys: the stock kernel over
+    whole sequences against the backend's block choice plus the kernel over the chosen blocks; and the per-step
+    plan (built once for all layers)."""
+    import torch
+    from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
+
+    from service.engines import sparse_attention as sa
+
+    config = json.loads((model / "config.json").read_text())
+    heads, kvh = config["num_attention_heads"], config["num_key_value_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    dtype = getattr(torch, cpu_dtype())
+    geometry = sa.KernelGeometry(heads, kvh, head_dim, dtype, _get_attn_isa(dtype, BLOCK_SIZE, head_dim, "auto"), "auto")
+    return [_layer_times(geometry, context, budgets, batch) for context in contexts]
+
+
+def _layer_times(geometry: Any, context: int, budgets: list[int], batch: int) -> dict[str, Any]:
+    import torch
+    from vllm import _custom_ops as ops
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata
+
+    from service.engines import sparse_attention as sa
+
+    kvh, head_dim, dtype, isa = geometry.num_kv_heads, geometry.head_dim, geometry.dtype, geometry.isa
+    per_seq = (context + BLOCK_SIZE - 1) // BLOCK_SIZE
+    num_blocks = batch * per_seq + 1
+    kv = torch.zeros(num_blocks, kvh, BLOCK_SIZE, 2 * head_dim, dtype=dtype)
+    key_cache, value_cache = kv.view(num_blocks, kvh, 2 * BLOCK_SIZE, head_dim).chunk(2, dim=2)
+    summaries = sa.new_summaries(num_blocks, kvh, head_dim)
+    table = (torch.randperm(num_blocks - 1) + 1)[: batch * per_seq].view(batch, per_seq).to(torch.int32)
+    positions = torch.arange(context)
+    for b in range(batch):
+        slots = table[b].long()[positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE
+        key = torch.randn(context, kvh, head_dim, dtype=dtype)
+        ops.cpu_attn_reshape_and_cache(key, torch.randn_like(key), key_cache, value_cache, slots, isa)
+        sa.update_block_summaries(summaries, key, slots, BLOCK_SIZE)
+    query = torch.randn(batch, geometry.num_heads, head_dim, dtype=dtype)
+    output = torch.empty_like(query)
+    start = torch.arange(batch + 1, dtype=torch.int32)
+    seq_lens = torch.full((batch,), context, dtype=torch.int32)
+    schedule = ops.cpu_attn_get_scheduler_metadata(batch, geometry.num_heads, kvh, head_dim, seq_lens, dtype, start,
+                                                   True, -1, isa, True)
+    scale = head_dim**-0.5
+    dense = functools.partial(ops.cpu_attention_with_kv_cache, query, key_cache, value_cache, output, start, seq_lens,
+                              scale, True, None, -1, table, 0.0, schedule, None)
+    row: dict[str, Any] = {"context": context, "batch": batch, "dense_us": _fastest_us(dense)}
+    metadata = CPUAttentionMetadata(
+        num_actual_tokens=batch, max_query_len=1, query_start_loc=start, max_seq_len=context, seq_lens=seq_lens,
+        block_table=table, slot_mapping=torch.empty(0), scheduler_metadata=schedule,
+    )
+    for budget in budgets:
+        plan = functools.partial(sa.plan_sparse_decode, seq_lens, start, table, None, batch, BLOCK_SIZE,
+                                 sa.top_k_for(budget, BLOCK_SIZE), geometry)
+        built = plan()
+        if built is not None:
+            row[f"{budget}_us"] = _fastest_us(
+                functools.partial(sa.sparse_attention, query, kv, output, metadata, built, summaries, scale, 0.0)
+            )
+            row[f"{budget}_plan_us"] = _fastest_us(plan)
+    return row
+
+
+def kernel_table(rows: list[dict[str, Any]], budgets: list[int]) -> str:
+    header = ["context", "dense us/layer"] + [f"{b} us/layer (+plan us/step)" for b in budgets]
+    lines = [" | ".join(header)]
+    for row in rows:
+        cells = [str(row["context"]), f"{row['dense_us']:.0f}"]
+        cells += [f"{row[f'{b}_us']:.0f} (+{row[f'{b}_plan_us']:.0f})" if f"{b}_us" in row else "dense" for b in budgets]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def table(rows: list[dict[str, Any]], names: list[str], decode_tokens: int) -> str:
+    header = ["context"] + [f"{n} ms/step" for n in names] + [f"{n} agree/{decode_tokens}" for n in names[1:]]
+    header += [f"{n} KV read" for n in names[1:]]
+    lines = [" | ".join(header)]
+    for row in rows:
+        cells = [str(row["context"])] + [f"{row[f'{n}_ms']:.1f}" for n in names]
+        cells += [str(row[f"{n}_agree"]) for n in names[1:]]
+        cells += [f"{row[f'{n}_kv_read']:.0%}" if f"{n}_kv_read" in row else "dense" for n in names[1:]]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--engine-job":
+        job = EngineJob(**json.loads(Path(sys.argv[2]).read_text()))
+        Path(sys.argv[3]).write_text(json.dumps(_engine_job(job)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contexts", default="1024,2048,4096,8000")
+    parser.add_argument("--budgets", default="512,1024,2048")
+    parser.add_argument("--decode-tokens", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=1, help="sequences decoding together (copies of the prompt)")
+    parser.add_argument("--repeats", type=int, default=2, help="decode runs per prompt; the fastest median counts")
+    parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    started = datetime.now(UTC)
+    measured = measure(args)
+    names = ["dense", *args.budgets.split(",")]
+    parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True,
+                  "pass_key_depths": list(DEPTHS), "layer_0": "dense"}
+    model = {"name": "smollm2-135m", "path": str(args.model)}
+    args.model = str(args.model)
+    result, out = save_result("sparse_decode", started, model, args, parameters, rows=measured["rows"],
+                              kernel=measured["kernel"], pass_key=measured["pass_key"], raw=measured["raw"])
+    keys = ", ".join(f"{n}: {sum(found)}/{len(found)}" for n, found in measured["pass_key"].items())
+    print(f"{table(measured['rows'], names, args.decode_tokens)}\n\nmedian decode step (batch {args.batch}); agree = "
+          f"leading greedy tokens equal to dense; KV read = attended / dense KV tokens over all layers\n"
+          f"\none layer's decode attention alone (batch {args.batch}, fastest of 5 rounds):\n"
+          f"{kernel_table(measured['kernel'], [int(b) for b in args.budgets.split(',')])}\n\n"
+          f"pass key found at depths {list(DEPTHS)} of {max(int(c) for c in args.contexts.split(','))} tokens: {keys}\n"
+          f"host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+
+
+if __name__ == "__main__":
+    main()
