@@ -1,17 +1,19 @@
 """Kinetics on this machine: does an eFLOPs budget mean something in seconds here, and does planning it beat spending
 it on a fixed number of samples? One server, one engine, one run.
 
-    .venv/bin/python -m bench.kinetics            # the cost model's fit, then accuracy against eFLOPs on arithmetic
+    .venv/bin/python -m bench.kinetics arithmetic      # the cost model's fit, then accuracy against eFLOPs
+    .venv/bin/python -m bench.kinetics humaneval --no-fit
 
 1. Fit. Plain requests of N samples x L tokens (ignore_eos, so every sample runs to L) over a grid of N and L; each
    request's engine time against the cost model's compute FLOPs C and bytes moved M for that (N, L):
        time ~ C / F_eff + M / B_eff + t0        least squares; I_eff = F_eff / B_eff (the paper's I, here), and R^2
    Ponder's extra terms (prefill, weight reads per step) are on: at 135M parameters the weights dominate the bytes.
-2. Accuracy against eFLOPs on the arithmetic suite (its "just the number" prompt, family `arithmetic`, so the
-   accuracy table learns from this project's committed arithmetic runs): at each budget, `kinetics` (the plan),
-   `auto`, and majority at fixed N with the longest cap that N can afford at that budget (the paper's fixed-N
-   baselines). Reported: accuracy ± s.e., realised eFLOPs per problem as every response reports them, and whether
-   any request went over its budget.
+2. Accuracy against eFLOPs. At each budget: `kinetics` (the plan), `auto`, and the paper's fixed-N baselines, each N
+   at the longest cap it can afford at that budget: majority and best-of-N on arithmetic (its "just the number"
+   prompt, family `arithmetic`, so the accuracy table learns from this project's committed arithmetic runs);
+   best-of-N by the visible tests on HumanEval (family `humaneval`, graded by the hidden tests), where the default
+   budgets are what 1, 4 and 8 samples of the full cap cost. Reported: accuracy ± s.e., realised eFLOPs per problem
+   as every response reports them, and whether any request went over its budget.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from openai import AsyncOpenAI
 from bench.accuracy import stderr
 from bench.report import aligned
 from bench.server import free_port, ponder_side, prepared_model, running, save_result
-from bench.suites import arithmetic
+from bench.suites import arithmetic, humaneval
 from service.cost_model import HardwareProfile, ModelShape, max_length, request_cost
 from verifiers.answers import AnswerGrouper, extract_answer
+from verifiers.code import Sandbox, SandboxLimits
 
 log = logging.getLogger("bench.kinetics")
 MODEL = "smollm2-135m"
@@ -77,29 +80,53 @@ async def fit(client: AsyncOpenAI, shape: ModelShape, args: argparse.Namespace) 
 
 def configs(shape: ModelShape, hardware: HardwareProfile, l_in: int, budget: float, args: argparse.Namespace) -> list[tuple[str, dict[str, Any] | None, int]]:
     """(name, strategy, max_tokens) for one budget: the planners, and each fixed N at the longest cap it affords."""
+    code = args.suite == "humaneval"
+    common = {"budget": {"eflops": budget}, "family": args.suite, "temperature": args.temperature}
+    kinetics = {"name": "kinetics", **common, **({"inner": "best_of_n", "select": "code_tests"} if code else {})}
     out: list[tuple[str, dict[str, Any] | None, int]] = [
-        ("kinetics", {"name": "kinetics", "budget": {"eflops": budget}, "family": "arithmetic", "temperature": args.temperature}, args.max_tokens),
-        ("auto", {"name": "auto", "budget": {"eflops": budget}, "family": "arithmetic", "temperature": args.temperature, "probe_tokens": args.max_tokens}, args.max_tokens),
+        ("kinetics", kinetics, args.max_tokens),
+        ("auto", {"name": "auto", **common, "probe_tokens": args.max_tokens}, args.max_tokens),
     ]
+    fixed = {"best_of_n": {"select": "code_tests"}} if code else {"majority": {}, "best_of_n": {"select": args.select}}
     for n in args.fixed_ns:
         cap = min(max_length(shape, hardware, budget, n, l_in), args.max_tokens)
-        if cap >= 1:
-            strategy = None if n == 1 else {"name": "majority", "n": n, "temperature": args.temperature}
-            out.append((f"majority@{n}" if n > 1 else "greedy", strategy, cap))
+        if cap < 1:
+            continue
+        if n == 1:
+            out.append(("greedy", None, cap))
+            continue
+        for name, knobs in fixed.items():
+            out.append((f"{name}@{n}", {"name": name, "n": n, "temperature": args.temperature, **knobs}, cap))
     return out
+
+
+def default_budgets(shape: ModelShape, hardware: HardwareProfile, l_in: int, args: argparse.Namespace) -> list[float]:
+    if args.budgets:
+        return list(args.budgets)
+    if args.suite == "arithmetic":
+        return [1e11, 4e11, 1.6e12]
+    return [request_cost(shape, hardware, n, l_in, args.max_tokens).total for n in (1, 4, 8)]
 
 
 async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwareProfile, args: argparse.Namespace) -> list[dict[str, Any]]:
     grader = AnswerGrouper(timeout_s=10)
-    items = arithmetic.problems(args.problems)
+    sandbox = Sandbox(SandboxLimits(concurrency=2))
+    items: list[Any] = arithmetic.problems(args.problems) if args.suite == "arithmetic" else [p for p in humaneval.problems() if p.has_visible_tests][: args.problems]
     l_in = (await client.chat.completions.create(model=MODEL, messages=items[0].messages, max_tokens=1)).usage.prompt_tokens
+
+    async def correct(p: Any, text: str) -> bool:
+        if args.suite == "arithmetic":
+            return await grader.equivalent(str(p.answer), extract_answer(text))
+        report = await humaneval.grade(sandbox, p, text)
+        return report.total > 0 and report.passed == report.total
+
     results = []
     try:
-        for budget in args.budgets:
+        for budget in default_budgets(shape, hardware, l_in, args):
             for name, strategy, cap in configs(shape, hardware, l_in, budget, args):
                 gate = asyncio.Semaphore(args.concurrency)
 
-                async def one(p: arithmetic.Problem, strategy: dict[str, Any] | None = strategy, cap: int = cap, gate: asyncio.Semaphore = gate) -> dict[str, Any]:
+                async def one(p: Any, strategy: dict[str, Any] | None = strategy, cap: int = cap, gate: asyncio.Semaphore = gate) -> dict[str, Any]:
                     async with gate:
                         started = time.monotonic()
                         extra = {"strategy": strategy} if strategy else None
@@ -109,8 +136,8 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
                     ponder = response.model_extra["ponder"]
                     selection = ponder.get("selection", {})
                     return {
-                        "problem": p.id, "tier": p.tier,
-                        "correct": {"chosen": await grader.equivalent(str(p.answer), extract_answer(response.choices[0].message.content or ""))},
+                        "problem": p.id, "tier": getattr(p, "tier", None),
+                        "correct": {"chosen": await correct(p, response.choices[0].message.content or "")},
                         "latency_s": latency, "completion_tokens": response.usage.completion_tokens, "prompt_tokens": response.usage.prompt_tokens,
                         "eflops": ponder["cost"]["eflops"], "plan": selection.get("plan"), "choice": selection.get("choice"),
                     }
@@ -157,27 +184,34 @@ def table(rows: list[dict[str, Any]]) -> str:
     return aligned(lines)
 
 
-async def measure(base_url: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]], HardwareProfile]:
+async def measure(base_url: str, args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]], HardwareProfile]:
     client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0, timeout=900)
     shape, hardware = await explain(base_url)
     await client.completions.create(model=MODEL, prompt="warm up", n=max(args.fit_ns), max_tokens=8, temperature=0.8)
-    fitted = await fit(client, shape, args)
+    fitted = await fit(client, shape, args) if args.fit else None
     return fitted, await accuracy(client, shape, hardware, args), hardware
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.kinetics", description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", choices=["arithmetic", "humaneval"])
+    parser.add_argument("--no-fit", dest="fit", action="store_false", help="skip the cost model's fit")
     parser.add_argument("--fit-ns", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--fit-lengths", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--fit-repeats", type=int, default=2)
-    parser.add_argument("--problems", type=int, default=40)
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1e11, 4e11, 1.6e12], help="eFLOPs (local profile)")
+    parser.add_argument("--problems", type=int, help="arithmetic: 40; humaneval: 12")
+    parser.add_argument("--budgets", type=float, nargs="+", help="eFLOPs (local profile); default per suite, see above")
     parser.add_argument("--fixed-ns", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, help="arithmetic: 24; humaneval: 192")
+    parser.add_argument("--select", default="logprob", help="best-of-N's selector on arithmetic")
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--out", type=Path)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    code = args.suite == "humaneval"
+    args.problems = args.problems or (12 if code else 40)
+    args.max_tokens = args.max_tokens or (192 if code else 24)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,16 +224,19 @@ def main(argv: list[str] | None = None) -> None:
         fitted, results, hardware = asyncio.run(measure(base_url, args))
     rows = summarize(results)
     result, out = save_result(
-        "kinetics-arithmetic", started, {"name": spec.name}, args, {"startup_s": startup_s, "hardware": hardware.model_dump()},
+        f"kinetics-{args.suite}", started, {"name": spec.name}, args, {"startup_s": startup_s, "hardware": hardware.model_dump()},
         fit=fitted, rows=rows, runs=results,
     )
+    fit_line = "cost model fit: skipped"
+    if fitted:
+        fit_line = (
+            f"cost model fit ({len(fitted['points'])} points, median of {args.fit_repeats}): time = C/{fitted['effective_flops']:.3g} + "
+            f"M/{fitted['effective_bandwidth']:.3g} + {fitted['overhead_s']:.3f} s; effective I = {fitted['effective_intensity']}; R^2 = {fitted['r2']:.3f}"
+        )
     print(
-        f"cost model fit ({len(fitted['points'])} points, median of {args.fit_repeats}): time = C/{fitted['effective_flops']:.3g} + "
-        f"M/{fitted['effective_bandwidth']:.3g} + {fitted['overhead_s']:.3f} s; effective I = {fitted['effective_intensity']}; R^2 = {fitted['r2']:.3f}\n"
-        f"profile: {hardware.name} ({hardware.source}), I = {hardware.intensity:.2f}\n\n{table(rows)}\n\n"
+        f"{fit_line}\nprofile: {hardware.name} ({hardware.source}), I = {hardware.intensity:.2f}\n\n{table(rows)}\n\n"
         f"one run; ± is the standard error; host flags: {', '.join(result['host']['flags'])}\nresult: {out}"
     )
-
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ step at growing context lengths, at several KV budgets, and how far greedy outpu
 
     flock /tmp/ponder-engine.lock .venv/bin/python -m bench.sparse_decode [--contexts 1024,2048,4096,8000]
         [--budgets 512,1024,2048] [--decode-tokens 32] [--batch 1] [--out PATH]
+    flock /tmp/ponder-engine.lock .venv/bin/python -m bench.sparse_decode --humaneval [--budgets 96,160,256]
 
 Each configuration is its own engine process (the budget is engine-wide, read from PONDER_SPARSE_KV_BUDGET when the
 engine starts), the offline `LLM` with the service's CPU engine environment, enforce_eager and block size 32. A
@@ -11,6 +12,10 @@ request's steps are timed one by one through `LLMEngine.step`; the first is its 
 Prompts: for timing and agreement, the repository's READMEs cut to each context length, continued greedily; for
 accuracy, a pass key hidden at 10%, 50% and 90% depth of filler text at the longest context, asked for at the end
 (the answer must come from one middle block, which top-k must find).
+
+`--humaneval`: accuracy by KV budget on a suite. Every HumanEval problem (chat prompt, ~100-400 tokens) answered
+greedily, up to 256 tokens, in one batch per engine, graded by its hidden tests in the sandbox: pass@1 and how many
+answers are token-for-token dense's, at budgets below the context (sink + top-k + newest block of 32 tokens).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.server import ROOT, save_result
+from bench.suites import humaneval
 from service.hardware import cpu_dtype
 from service.models import CPU_ENGINE_ENV
 
@@ -57,6 +63,7 @@ class EngineJob:
     block_size: int = BLOCK_SIZE
     max_model_len: int = MAX_MODEL_LEN
     dtype: str | None = None  # the host's serving dtype (service.hardware.cpu_dtype) unless set
+    ignore_eos: bool = True
 
 
 def engine_env(budget: int | None) -> dict[str, str]:
@@ -93,7 +100,7 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
         model=job.model, dtype=job.dtype or cpu_dtype(), block_size=job.block_size, max_model_len=job.max_model_len,
         enforce_eager=True, enable_prefix_caching=True, enable_chunked_prefill=False, seed=0,
     )
-    greedy = SamplingParams(temperature=0.0, max_tokens=job.max_tokens, ignore_eos=True)
+    greedy = SamplingParams(temperature=0.0, max_tokens=job.max_tokens, ignore_eos=job.ignore_eos)
     prefill = SamplingParams(temperature=0.0, max_tokens=1)
     engine = llm.llm_engine
 
@@ -211,6 +218,52 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "kernel": kernel, "pass_key": accuracy, "raw": results}
 
 
+def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    """HumanEval pass@1 by KV budget, and how many answers are exactly dense's."""
+    import asyncio
+
+    from transformers import AutoTokenizer
+
+    from verifiers.code import Sandbox, SandboxLimits
+
+    tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+    items = humaneval.problems(args.problems)
+    prompts = [list(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)) for p in items]
+    budgets = [int(b) for b in args.budgets.split(",")]
+    answers: dict[str, list[list[int]]] = {}
+    kv_read: dict[str, float | None] = {}
+    for budget in [None, *budgets]:
+        name = "dense" if budget is None else str(budget)
+        job = EngineJob(model=str(args.model), budget=budget, prompts=[], together=prompts, max_tokens=args.answer_tokens, ignore_eos=False)
+        together = run_engine(job)["together"]
+        answers[name] = together["tokens"]
+        stats = together["stats"]
+        kv_read[name] = stats["attended_kv_tokens"] / stats["dense_kv_tokens"] if stats and stats["dense_kv_tokens"] else None
+
+    async def grade_all() -> dict[str, list[bool]]:
+        sandbox = Sandbox(SandboxLimits(concurrency=2))
+        graded = {}
+        for name, replies in answers.items():
+            reports = [await humaneval.grade(sandbox, p, tokenizer.decode(r, skip_special_tokens=True)) for p, r in zip(items, replies, strict=True)]
+            graded[name] = [r.total > 0 and r.passed == r.total for r in reports]
+        return graded
+
+    passed = asyncio.run(grade_all())
+    rows = [{
+        "budget": name, "passed": sum(passed[name]), "problems": len(items), "pass_at_1": sum(passed[name]) / len(items),
+        "same_as_dense": sum(a == d for a, d in zip(answers[name], answers["dense"], strict=True)),
+        "mean_prompt_tokens": statistics.mean(len(p) for p in prompts), "kv_read": kv_read[name],
+    } for name in answers]
+    return {"rows": rows, "passed": passed, "answers": answers}
+
+
+def suite_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["KV budget | pass@1 | passed | answers equal to dense | KV read"]
+    lines += [f"{r['budget']} | {r['pass_at_1']:.3f} | {r['passed']}/{r['problems']} | {r['same_as_dense']}/{r['problems']} | "
+              f"{'dense' if r['kv_read'] is None else format(r['kv_read'], '.0%')}" for r in rows]
+    return "\n".join(lines)
+
+
 def _fastest_us(call: Any, calls: int = 20, rounds: int = 5) -> float:
     """The fastest of several rounds: another process taking the CPU only ever makes a round slower."""
     call()
@@ -315,14 +368,28 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", default="1024,2048,4096,8000")
-    parser.add_argument("--budgets", default="512,1024,2048")
+    parser.add_argument("--budgets", help="KV budgets in tokens (default 512,1024,2048; --humaneval: 96,160,256)")
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1, help="sequences decoding together (copies of the prompt)")
     parser.add_argument("--repeats", type=int, default=2, help="decode runs per prompt; the fastest median counts")
     parser.add_argument("--model", type=Path, default=MODEL_DIR)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--humaneval", action="store_true", help="accuracy by KV budget on HumanEval instead of step times")
+    parser.add_argument("--problems", type=int, help="--humaneval: the first N problems (default all 164)")
+    parser.add_argument("--answer-tokens", type=int, default=256, help="--humaneval: tokens per answer")
     args = parser.parse_args()
+    args.budgets = args.budgets or ("96,160,256" if args.humaneval else "512,1024,2048")
     started = datetime.now(UTC)
+    if args.humaneval:
+        accuracy = suite_accuracy(args)
+        model = {"name": "smollm2-135m", "path": str(args.model)}
+        args.model = str(args.model)
+        parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "greedy": True, "layer_0": "dense"}
+        result, out = save_result("sparse_decode-humaneval", started, model, args, parameters, rows=accuracy["rows"],
+                                  passed=accuracy["passed"], answers=accuracy["answers"])
+        print(f"{suite_table(accuracy['rows'])}\n\nmean prompt {accuracy['rows'][0]['mean_prompt_tokens']:.0f} tokens; one greedy run per "
+              f"budget\nhost flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+        return
     measured = measure(args)
     names = ["dense", *args.budgets.split(",")]
     parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True,

@@ -58,6 +58,18 @@ async def empty_database(redis_url: str, name: str) -> AsyncIterator[AsyncRedis]
         await client.aclose()
 
 
+@contextmanager
+def emptied_database(redis_url: str, name: str) -> Iterator[redis.Redis]:
+    """The synchronous twin of `empty_database`, for fixtures that run a gateway of their own on that database."""
+    client = redis.Redis.from_url(database_url(redis_url, name), decode_responses=True)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
 def redis_answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())

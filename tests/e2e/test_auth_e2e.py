@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from service.auth import digest
-from tests.conftest import Server, database_url, eager_models, running_server
+from tests.conftest import Server, database_url, eager_models, emptied_database, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +40,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, ray_address: str, home: Path) -> Iterator[Server]:
-    url = database_url(redis_url, "auth_e2e")
-    store = redis.Redis.from_url(url)
-    store.flushdb()
     keys_file(home / "keys", list(KEYS))
     env = {
-        "PONDER_REDIS_URL": url,
+        "PONDER_REDIS_URL": database_url(redis_url, "auth_e2e"),
         "PONDER_RAY_NAMESPACE": "ponder-auth-e2e",
         "PONDER_MODELS": eager_models(),
         "PONDER_API_KEYS": ENV_KEY,
@@ -54,12 +51,8 @@ def gateway(redis_url: str, ray_address: str, home: Path) -> Iterator[Server]:
         "PONDER_QUOTA__TOKENS_PER_MINUTE": str(TOKENS_PER_MINUTE),
         "PONDER_LOG_LEVEL": "DEBUG",
     }
-    try:
-        with running_server(redis_url, ray_address, home / "ponder.log", **env) as server:
-            yield server
-    finally:
-        store.flushdb()
-        store.close()
+    with emptied_database(redis_url, "auth_e2e"), running_server(redis_url, ray_address, home / "ponder.log", **env) as server:
+        yield server
 
 
 def chat(server: Server, key: str | None, max_tokens: int = 8, **extra: object) -> httpx.Response:

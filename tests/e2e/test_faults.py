@@ -18,11 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from tests.conftest import (
     database_url,
     eager_models,
+    emptied_database,
     free_port,
     redis_answers,
     running_server,
@@ -151,8 +151,6 @@ def test_sigterm_under_load_finishes_every_request_in_flight(redis_url: str, ray
     during the readiness delay is still served; after that, new connections are refused (a clean error at once,
     never a hang); every request has its ledger record, and the gateway exits cleanly."""
     url = database_url(redis_url, "faults")
-    store = redis.Redis.from_url(url, decode_responses=True)
-    store.flushdb()
     log = tmp_path / "ponder.log"
     env = {
         "PONDER_REDIS_URL": url, "PONDER_RAY_NAMESPACE": "ponder-faults-drain", "PONDER_MODELS": eager_models(),
@@ -161,7 +159,7 @@ def test_sigterm_under_load_finishes_every_request_in_flight(redis_url: str, ray
     streams: dict[int, list[str]] = {}
     results: dict[int, httpx.Response] = {}
     first_text = [threading.Event(), threading.Event()]
-    try:
+    with emptied_database(redis_url, "faults") as store:
         with running_server(url, ray_address, log, **env) as gateway:
 
             def stream(index: int) -> None:
@@ -218,6 +216,3 @@ def test_sigterm_under_load_finishes_every_request_in_flight(redis_url: str, ray
         records = [json.loads(store.get(f"ponder:request:{i}") or "null") for i in ids]
         assert [(r or {}).get("outcome") for r in records] == ["served"] * 5
         assert [r["completion_tokens"] for r in records[:2]] == [STREAM_TOKENS, STREAM_TOKENS]
-    finally:
-        store.flushdb()
-        store.close()

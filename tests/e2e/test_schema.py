@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -23,7 +22,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.core.transport import Response
 
-from tests.conftest import Server, database_url, eager_models, running_server
+from tests.conftest import Server, database_url, eager_models, emptied_database, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +53,8 @@ def gateway(redis_url: str, ray_address: str, tmp_path_factory: pytest.TempPathF
         "PONDER_SANDBOX__CPU_S": "2",
         "PONDER_ANSWER_TIMEOUT_S": "2",
     }
-    store = redis.Redis.from_url(url)
-    store.flushdb()
-    try:
-        with running_server(url, ray_address, home / "ponder.log", **env) as server:
-            yield server
-    finally:
-        store.flushdb()
-        store.close()
+    with emptied_database(redis_url, "schema"), running_server(url, ray_address, home / "ponder.log", **env) as server:
+        yield server
 
 
 def error_shape(body: Any) -> str | None:
