@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, BadRequestError
 
 from bench.accuracy import stderr
 from bench.report import aligned
@@ -131,7 +131,10 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
                         started = time.monotonic()
                         extra = {"strategy": strategy} if strategy else None
                         temperature = 0.0 if strategy is None else None
-                        response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=cap, temperature=temperature, extra_body=extra)  # type: ignore[arg-type]
+                        try:
+                            response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=cap, temperature=temperature, extra_body=extra)  # type: ignore[arg-type]
+                        except BadRequestError as refused:  # a budget that cannot pay for the strategy's minimum
+                            return {"problem": p.id, "refused": refused.message}
                         latency = time.monotonic() - started
                     ponder = response.model_extra["ponder"]
                     selection = ponder.get("selection", {})
@@ -157,30 +160,38 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy over every problem; a refused request (the budget cannot pay for the strategy's minimum) is counted and
+    kept out of the cost columns."""
     rows = []
     for r in results:
         outcomes = r["outcomes"]
-        acc = sum(o["correct"]["chosen"] for o in outcomes) / len(outcomes)
-        plans = [o["plan"] for o in outcomes if o.get("plan")]
+        answered = [o for o in outcomes if "refused" not in o]
+        acc = sum(o["correct"]["chosen"] for o in answered) / len(outcomes)
+        plans = [o["plan"] for o in answered if o.get("plan")]
         rows.append({
             "budget_eflops": r["budget_eflops"], "row": r["name"], "max_tokens": r["max_tokens"], "accuracy": acc, "stderr": stderr(acc, len(outcomes)),
-            "eflops_per_problem": float(np.mean([o["eflops"] for o in outcomes])),
-            "over_budget": sum(o["eflops"] > r["budget_eflops"] for o in outcomes),
-            "tokens_per_problem": float(np.mean([o["completion_tokens"] for o in outcomes])),
+            "refused": len(outcomes) - len(answered),
+            "eflops_per_problem": float(np.mean([o["eflops"] for o in answered])) if answered else None,
+            "over_budget": sum(o["eflops"] > r["budget_eflops"] for o in answered),
+            "tokens_per_problem": float(np.mean([o["completion_tokens"] for o in answered])) if answered else None,
             "plans": sorted({f"N={p['n']} cap={p['max_tokens']}" for p in plans}),
-            "choices": sorted({o["choice"] for o in outcomes if o.get("choice")}),
+            "choices": sorted({o["choice"] for o in answered if o.get("choice")}),
             "wall_s_per_problem": r["wall_s"] / len(outcomes),
         })
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["budget eFLOPs", "row", "accuracy ± s.e.", "eFLOPs/problem", "over", "tokens/problem", "plan / choice"]
-    lines = [head] + [
-        [f"{r['budget_eflops']:.3g}", r["row"], f"{r['accuracy']:.3f} ± {r['stderr']:.3f}", f"{r['eflops_per_problem']:.3g}", str(r["over_budget"]),
-         f"{r['tokens_per_problem']:.1f}", ", ".join(r["plans"] or r["choices"] or [f"cap={r['max_tokens']}"])]
-        for r in rows
-    ]
+    head = ["budget eFLOPs", "row", "accuracy ± s.e.", "eFLOPs/problem", "over", "refused", "tokens/problem", "plan / choice"]
+    lines = [head]
+    for r in rows:
+        if r["eflops_per_problem"] is None:
+            lines.append([f"{r['budget_eflops']:.3g}", r["row"], "—", "—", "0", str(r["refused"]), "—", "refused: over budget"])
+            continue
+        lines.append([
+            f"{r['budget_eflops']:.3g}", r["row"], f"{r['accuracy']:.3f} ± {r['stderr']:.3f}", f"{r['eflops_per_problem']:.3g}", str(r["over_budget"]),
+            str(r["refused"]), f"{r['tokens_per_problem']:.1f}", ", ".join(r["plans"] or r["choices"] or [f"cap={r['max_tokens']}"]),
+        ])
     return aligned(lines)
 
 
