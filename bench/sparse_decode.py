@@ -222,13 +222,12 @@ def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     """HumanEval pass@1 by KV budget, and how many answers are exactly dense's."""
     import asyncio
 
-    from transformers import AutoTokenizer
-
+    from service.prompts import PromptCodec
     from verifiers.code import Sandbox, SandboxLimits
 
-    tokenizer = AutoTokenizer.from_pretrained(str(args.model))
+    codec = PromptCodec(str(args.model))  # the gateway's own chat prompts
     items = humaneval.problems(args.problems)
-    prompts = [list(tokenizer.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=True)) for p in items]
+    prompts = [codec.chat(p.messages) for p in items]
     budgets = [int(b) for b in args.budgets.split(",")]
     answers: dict[str, list[list[int]]] = {}
     kv_read: dict[str, float | None] = {}
@@ -244,7 +243,7 @@ def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         sandbox = Sandbox(SandboxLimits(concurrency=2))
         graded = {}
         for name, replies in answers.items():
-            reports = [await humaneval.grade(sandbox, p, tokenizer.decode(r, skip_special_tokens=True)) for p, r in zip(items, replies, strict=True)]
+            reports = [await humaneval.grade(sandbox, p, codec.decode(r)) for p, r in zip(items, replies, strict=True)]
             graded[name] = [r.total > 0 and r.passed == r.total for r in reports]
         return graded
 
