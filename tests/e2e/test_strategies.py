@@ -268,9 +268,9 @@ def test_probes_stop_rollouts_in_the_engine_and_read_its_prefix_cache(server: Se
     time.sleep(1.5)
     assert generated(server) - before == spent  # the engine's own counter has stopped
     # What the engine generated is what was granted (rollouts and probes), plus at most a few tokens per stopped
-    # rollout decoded between the stop and the abort reaching the engine; far below three whole 160-token traces.
+    # rollout decoded between the stop and the abort reaching the engine; the rollouts stayed below three whole traces.
     assert response.usage.completion_tokens <= spent <= response.usage.completion_tokens + 24 * len(stopped)
-    assert spent < 3 * 160
+    assert sum(c["tokens"] for c in ponder["candidates"]) < 3 * 160
 
 
 def test_a_majority_over_atts_samples_composes_two_strategies(client: OpenAI) -> None:
