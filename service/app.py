@@ -116,7 +116,10 @@ def create_app(settings: Settings) -> FastAPI:
         prompts = []
         for prompt in body.prompts():
             if isinstance(prompt, str):
-                prompts.append(await asyncio.to_thread(served.codec.encode, prompt))
+                ids = await asyncio.to_thread(served.codec.encode, prompt)
+                if not ids:  # text the tokenizer drops entirely (control characters) leaves the engine nothing to decode from
+                    raise APIError(400, "prompt encodes to no tokens", param="prompt", code="invalid_value")
+                prompts.append(ids)
             elif max(prompt) >= served.codec.vocab_size:
                 raise APIError(400, f"prompt token ids must be below the vocabulary size {served.codec.vocab_size}", param="prompt", code="invalid_value")
             else:

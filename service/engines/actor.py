@@ -152,11 +152,12 @@ class EngineActor:
         )
 
     def _translate(self, exc: BaseException) -> BaseException:
+        from vllm.exceptions import VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
         if isinstance(exc, EngineDeadError) or self.engine.errored:
             return EngineDead(str(exc))
-        if isinstance(exc, (ValueError, TypeError)) and not isinstance(exc, EngineGenerateError):
+        if isinstance(exc, (ValueError, TypeError, VLLMClientError)) and not isinstance(exc, EngineGenerateError):
             return EngineRequestError(str(exc))
         return exc
 

@@ -33,6 +33,7 @@ CASES = [
     ("n huge", "chat/completions", {**CHAT, "n": 100000}, None, 400, "n", None),
     ("max_tokens zero", "chat/completions", {**CHAT, "max_tokens": 0}, None, 400, "max_tokens", None),
     ("max_tokens past context", "chat/completions", {**CHAT, "max_tokens": 100000}, None, 400, "max_tokens", "context_length_exceeded"),
+    ("prompt of no tokens", "completions", {"model": MODEL, "prompt": ["hi", "\x14"], "max_tokens": 4}, None, 400, "prompt", "invalid_value"),
     ("prompt past context", "completions", {"model": MODEL, "prompt": LONG_TEXT[:120_000], "max_tokens": 4}, None, 400, "prompt", "context_length_exceeded"),
     ("top_logprobs too many", "chat/completions", {**CHAT, "logprobs": True, "top_logprobs": 50}, None, 400, "top_logprobs", None),
     ("top_logprobs without logprobs", "chat/completions", {**CHAT, "top_logprobs": 2}, None, 400, None, None),
