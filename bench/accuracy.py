@@ -17,11 +17,9 @@ import argparse
 import asyncio
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import numpy as np
 from openai import AsyncOpenAI
 
 from bench.report import aligned
-from bench.server import free_port, ponder_side, prepared_model, running, save_result
+from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.code import Sandbox, SandboxLimits
@@ -236,15 +234,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, _ = prepared_model(MODEL, log)
-    started = datetime.now(UTC)
-    side = ponder_side(spec, state_path, free_port())
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
     suite = arithmetic_run if args.suite == "arithmetic" else humaneval_run
-    with running(side, log_path) as (base_url, startup_s):
-        runs, suite_info = asyncio.run(suite(base_url, args))
+    with ponder_bench(MODEL, log) as bench:
+        runs, suite_info = asyncio.run(suite(bench.base_url, args))
     rows = summarize(runs)
-    result, out = save_result(f"accuracy-{args.suite}", started, {"name": spec.name}, args, {"suite": suite_info, "startup_s": startup_s}, rows=rows, runs=runs)
+    result, out = save_result(f"accuracy-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"suite": suite_info, "startup_s": bench.startup_s}, rows=rows, runs=runs)
     print(f"{table(rows)}\n\none run; ± is the standard error sqrt(p(1-p)/n); host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
 
 

@@ -18,18 +18,16 @@ import argparse
 import asyncio
 import logging
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from openai import AsyncOpenAI
 
 from bench.report import aligned
-from bench.server import free_port, ponder_side, prepared_model, running, save_result
+from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic
 from service.calibrate import calibration_request
 from strategies.conformal import rejection_interval
@@ -200,23 +198,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, _ = prepared_model(MODEL, log)
-    started = datetime.now(UTC)
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
-    side = ponder_side(spec, state_path, free_port())
-    if args.models:
-        side.env_set["PONDER_MODELS"] = args.models
     model = {"name": MODEL, "draft": args.draft, "target": args.target}
     saved: dict[str, Any] = {}
+    with ponder_bench(MODEL, log, {"PONDER_MODELS": args.models} if args.models else None) as bench:
 
-    def checkpoint(runs: list[dict[str, Any]], seeded: int) -> None:
-        rows = summarize(runs, REFERENCE)
-        parameters = {"startup_s": startup_s, "seeded_scores": seeded, "prompt": PROMPT, "configs_done": len(runs)}
-        result, out = save_result("atts-arithmetic", started, model, args, parameters, rows=rows, runs=runs)
-        saved.update(rows=rows, seeded=seeded, flags=result["host"]["flags"], out=out)
+        def checkpoint(runs: list[dict[str, Any]], seeded: int) -> None:
+            rows = summarize(runs, REFERENCE)
+            parameters = {"startup_s": bench.startup_s, "seeded_scores": seeded, "prompt": PROMPT, "configs_done": len(runs)}
+            result, out = save_result("atts-arithmetic", bench.started, model, args, parameters, rows=rows, runs=runs)
+            saved.update(rows=rows, seeded=seeded, flags=result["host"]["flags"], out=out)
 
-    with running(side, log_path) as (base_url, startup_s):
-        asyncio.run(run(base_url, args, checkpoint))
+        asyncio.run(run(bench.base_url, args, checkpoint))
     print(f"{table(saved['rows'], REFERENCE)}\n\none run; ± is the standard error over problems; pool seeded with {saved['seeded']} scores; host flags: {', '.join(saved['flags'])}\nresult: {saved['out']}")
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from openai import AsyncOpenAI
 
 from bench.accuracy import stderr
 from bench.report import aligned
-from bench.server import free_port, ponder_side, prepared_model, running, save_result
+from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.code import Sandbox, SandboxLimits
@@ -171,14 +169,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, _ = prepared_model(MODEL, log)
-    started = datetime.now(UTC)
-    side = ponder_side(spec, state_path, free_port())
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
-    with running(side, log_path) as (base_url, startup_s):
-        results = asyncio.run(run(base_url, args))
+    with ponder_bench(MODEL, log) as bench:
+        results = asyncio.run(run(bench.base_url, args))
     rows = summarize(results)
-    result, out = save_result(f"early_stop-{args.suite}", started, {"name": spec.name}, args, {"startup_s": startup_s}, rows=rows, runs=results)
+    result, out = save_result(f"early_stop-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s}, rows=rows, runs=results)
     print(f"{table(rows)}\n\none run; ± is the standard error; ratios to the same N without early stop in this run; host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
 
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ from openai import AsyncOpenAI, BadRequestError
 
 from bench.accuracy import stderr
 from bench.report import aligned
-from bench.server import free_port, ponder_side, prepared_model, running, save_result
+from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic, humaneval
 from service.cost_model import HardwareProfile, ModelShape, max_length, request_cost
 from verifiers.answers import AnswerGrouper, extract_answer
@@ -227,15 +225,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, _ = prepared_model(MODEL, log)
-    started = datetime.now(UTC)
-    side = ponder_side(spec, state_path, free_port())
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
-    with running(side, log_path) as (base_url, startup_s):
-        fitted, results, hardware = asyncio.run(measure(base_url, args))
+    with ponder_bench(MODEL, log) as bench:
+        fitted, results, hardware = asyncio.run(measure(bench.base_url, args))
     rows = summarize(results)
     result, out = save_result(
-        f"kinetics-{args.suite}", started, {"name": spec.name}, args, {"startup_s": startup_s, "hardware": hardware.model_dump()},
+        f"kinetics-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s, "hardware": hardware.model_dump()},
         fit=fitted, rows=rows, runs=results,
     )
     fit_line = "cost model fit: skipped"

@@ -20,17 +20,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench.server import free_port, ponder_side, prepared_model, running, save_result
+from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic
 
 log = logging.getLogger("bench.load")
@@ -180,19 +178,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, model_dir = prepared_model(MODEL, log)
-    side = ponder_side(spec, state_path, free_port())
-    started = datetime.now(UTC)
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
-    with running(side, log_path) as (base_url, startup_s):
-        results, samples, wall = asyncio.run(drive(base_url, args))
+    with ponder_bench(MODEL, log) as bench:
+        results, samples, wall = asyncio.run(drive(bench.base_url, args))
     summary = summarize(results, samples, wall)
     _, out = save_result(
-        "load", started, {"name": spec.name, "path": str(model_dir)}, args,
-        {"mix": mix(args), "engine_args": side.engine_args, "engine_env": side.engine_env},
-        startup_s=startup_s, log=str(log_path), summary=summary, queue_samples=samples, requests=[asdict(r) for r in results],
+        "load", bench.started, {"name": bench.spec.name, "path": str(bench.model_dir)}, args,
+        {"mix": mix(args), "engine_args": bench.side.engine_args, "engine_env": bench.side.engine_env},
+        startup_s=bench.startup_s, log=str(bench.log_path), summary=summary, queue_samples=samples, requests=[asdict(r) for r in results],
     )
-    print(f"{table(summary, args)}\n\nstartup to healthy: {startup_s:.1f} s\nresult: {out}")
+    print(f"{table(summary, args)}\n\nstartup to healthy: {bench.startup_s:.1f} s\nresult: {out}")
 
 
 if __name__ == "__main__":

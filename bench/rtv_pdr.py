@@ -26,9 +26,7 @@ import asyncio
 import json
 import logging
 import math
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +34,8 @@ import numpy as np
 from openai import AsyncOpenAI
 
 from bench.report import aligned
-from bench.server import RESULTS_DIR, free_port, ponder_side, prepared_model, running, versions
+from bench.server import ponder_bench, save_result
 from bench.suites import humaneval
-from service.hardware import host_info
 from verifiers.code import Sandbox, SandboxLimits, run_tests, visible_tests
 from verifiers.programs import candidate_program
 
@@ -258,28 +255,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    spec, state_path, _ = prepared_model(MODEL, log)
-    started = datetime.now(UTC)
-    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
-    with running(ponder_side(spec, state_path, free_port()), log_path) as (base_url, startup_s):
-        records = asyncio.run(run(base_url, args))
+    with ponder_bench(MODEL, log) as bench:
+        records = asyncio.run(run(bench.base_url, args))
     rows = rows_of(records, args)
     diagnostics = judge_diagnostics(records)
     diagnostics["cut_by_budget"] = {name: sum(1 for r in records if r[name].get("exhausted")) for name in configs(args, 0)}
-    result = {
-        "benchmark": "rtv-pdr-humaneval",
-        "timestamp": started.isoformat(),
-        "host": host_info(),
-        "versions": versions(),
-        "model": {"name": spec.name},
-        "parameters": {k: v for k, v in vars(args).items() if k != "out"} | {"runs": 1, "startup_s": startup_s},
-        "rows": rows,
-        "judge": diagnostics,
-        "records": records,
-    }
-    out = args.out or RESULTS_DIR / f"rtv_pdr-humaneval-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    result, out = save_result(
+        "rtv-pdr-humaneval", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s},
+        stem="rtv_pdr-humaneval", rows=rows, judge=diagnostics, records=records,
+    )
     print(f"{table(rows)}\n\njudge: {json.dumps(diagnostics)}\none run; ± is the standard error over problems; host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
 
 

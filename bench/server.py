@@ -14,10 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-
-
 @contextlib.contextmanager
 def running(side: Side, log_path: Path) -> Iterator[tuple[str, float]]:
     """The side's server, healthy: yields its base URL and how long it took to become healthy."""
@@ -163,3 +162,28 @@ def prepared_model(name: str, bench_log: logging.Logger) -> tuple[ModelSpec, Pat
         raise SystemExit(f"no model {name!r} in the settings (PONDER_MODELS)")
     spec = spec.model_copy(update={"replicas": 1})
     return spec, settings.state_path, prepare_model(spec, settings.state_path)
+
+
+@dataclass
+class PonderBench:
+    """What a benchmark measuring Ponder alone needs of its server, and what its result file records about it."""
+
+    spec: ModelSpec
+    model_dir: Path
+    side: Side
+    started: datetime
+    log_path: Path
+    base_url: str = ""
+    startup_s: float = 0.0
+
+
+@contextlib.contextmanager
+def ponder_bench(name: str, bench_log: logging.Logger, env_set: dict[str, str] | None = None) -> Iterator[PonderBench]:
+    """`ponder serve` on the prepared model `name`, healthy, on a free port with its log in a fresh temporary
+    directory; `env_set` adds to its environment (e.g. PONDER_MODELS to serve a second model beside it)."""
+    spec, state_path, model_dir = prepared_model(name, bench_log)
+    side = ponder_side(spec, state_path, free_port())
+    side.env_set |= env_set or {}
+    bench = PonderBench(spec, model_dir, side, datetime.now(UTC), Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log")
+    with running(side, bench.log_path) as (bench.base_url, bench.startup_s):
+        yield bench
