@@ -173,8 +173,8 @@ class PonderBench:
     side: Side
     started: datetime
     log_path: Path
-    base_url: str = ""
-    startup_s: float = 0.0
+    base_url: str
+    startup_s: float
 
 
 @contextlib.contextmanager
@@ -184,6 +184,7 @@ def ponder_bench(name: str, bench_log: logging.Logger, env_set: dict[str, str] |
     spec, state_path, model_dir = prepared_model(name, bench_log)
     side = ponder_side(spec, state_path, free_port())
     side.env_set |= env_set or {}
-    bench = PonderBench(spec, model_dir, side, datetime.now(UTC), Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log")
-    with running(side, bench.log_path) as (bench.base_url, bench.startup_s):
-        yield bench
+    started = datetime.now(UTC)
+    log_path = Path(tempfile.mkdtemp(prefix="ponder-bench-")) / "ponder.log"
+    with running(side, log_path) as (base_url, startup_s):
+        yield PonderBench(spec, model_dir, side, started, log_path, base_url, startup_s)

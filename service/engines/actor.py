@@ -153,11 +153,11 @@ class EngineActor:
 
     def _translate(self, exc: BaseException) -> BaseException:
         from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         if isinstance(exc, EngineDeadError) or self.engine.errored:
             return EngineDead(str(exc))
-        if isinstance(exc, (ValueError, TypeError, VLLMClientError)) and not isinstance(exc, EngineGenerateError):
+        if isinstance(exc, (ValueError, TypeError, VLLMClientError)):
             return EngineRequestError(str(exc))
         return exc
 
