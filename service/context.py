@@ -186,7 +186,9 @@ class RequestContext:
         """A seeded request's engine calls each get a seed of their own, derived from the request's seed, the call's
         model, stage and prompt, and how many calls before it had the same: with the request's seed on every call,
         calls with the same prompt (adaptive batches, ATTS's samples at turn 0, composed runs) would all draw the same
-        samples. The derivation depends on what is asked, not on timing, so a seeded request replays exactly."""
+        samples. The derivation depends on what is asked, not on timing, so each call draws the same random numbers on a
+        replay; the tokens can still part where the engine's logits differ in their last bits (a prefix-cache hit, another
+        batch) or where an early stop lands a token later."""
         if sampling.seed is None:
             return sampling
         same = self._seeds[(model, stage, tuple(prompt))] = self._seeds.get((model, stage, tuple(prompt)), -1) + 1
