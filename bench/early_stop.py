@@ -30,7 +30,7 @@ from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
-from verifiers.code import Sandbox, SandboxLimits
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger("bench.early_stop")
 MODEL = "smollm2-135m"

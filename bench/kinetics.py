@@ -35,7 +35,7 @@ from bench.server import ponder_bench, save_result
 from bench.suites import arithmetic, humaneval
 from service.cost_model import HardwareProfile, ModelShape, max_length, request_cost
 from verifiers.answers import AnswerGrouper, extract_answer
-from verifiers.code import Sandbox, SandboxLimits
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger("bench.kinetics")
 MODEL = "smollm2-135m"

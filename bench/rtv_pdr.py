@@ -36,7 +36,8 @@ from openai import AsyncOpenAI
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from bench.suites import humaneval
-from verifiers.code import Sandbox, SandboxLimits, run_tests, visible_tests
+from verifiers.code import run_tests, visible_tests
+from verifiers.sandbox import Sandbox, SandboxLimits
 from verifiers.programs import candidate_program
 
 log = logging.getLogger("bench.rtv_pdr")

@@ -223,7 +223,7 @@ def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     import asyncio
 
     from service.prompts import PromptCodec
-    from verifiers.code import Sandbox, SandboxLimits
+    from verifiers.sandbox import Sandbox, SandboxLimits
 
     codec = PromptCodec(str(args.model))  # the gateway's own chat prompts
     items = humaneval.problems(args.problems)

@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${PONDER_VENV:-.venv}
+# The code verifier's sandbox: bubblewrap for its namespaces, libseccomp for its syscall filter. Without them the
+# sandbox refuses to run code (docs/sandbox.md); as root, install them from Debian's packages.
+if ! command -v bwrap >/dev/null || ! ldconfig -p | grep -q libseccomp.so.2; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends bubblewrap libseccomp2 >/dev/null
+  else
+    echo "install bubblewrap and libseccomp2 for the code sandbox (docs/sandbox.md)" >&2
+  fi
+fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q -U pip
 "$venv/bin/pip" install -q torch==2.13.0

@@ -169,7 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis_ok = await store.healthy(request.app.state.redis)
         ready = all(served.pool.ready for served in models.values()) and redis_ok and not request.app.state.draining
         status = "draining" if request.app.state.draining else ("ok" if ready else "starting")
-        body = {"status": status, "models": engines, "redis": redis_ok, "host": host_info()}
+        body = {"status": status, "models": engines, "redis": redis_ok, "sandbox": request.app.state.sandbox.report(), "host": host_info()}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     document_requests(

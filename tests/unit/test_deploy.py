@@ -35,6 +35,7 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+GATEWAY_PROFILE = DEPLOY / "seccomp" / "ponder-gateway.json"
 KUBERAY = DEPLOY / "kuberay"
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "ponder.json"
@@ -564,7 +565,9 @@ def test_every_pod_runs_as_a_non_root_user(manifests: list[dict[str, Any]]) -> N
     for name, spec in pod_specs(manifests).items():
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, name
-        assert context["seccompProfile"]["type"] == "RuntimeDefault", name
+        # the gateway's sandbox needs user namespaces and mounts: the profile that allows them, and no other pod
+        expected = {"type": "Localhost", "localhostProfile": f"profiles/{GATEWAY_PROFILE.name}"} if name == "Deployment/ponder-gateway" else {"type": "RuntimeDefault"}
+        assert context["seccompProfile"] == expected, name
         for container in spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
@@ -613,3 +616,15 @@ def test_gateway_and_ray_cluster_fit_together(manifests: list[dict[str, Any]], m
     assert service["spec"]["selector"].items() <= labels.items()
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert "httpGet" not in container["livenessProbe"]  # an engine being replaced must not restart the gateway
+
+
+def test_gateway_seccomp_profile_allows_the_sandbox_and_refuses_the_dangerous() -> None:
+    """The profile compose and KubeRay name exists, and in the runtime's format; it must let bubblewrap make its
+    namespaces and mounts, and keep refusing what the runtime's default refuses that neither needs."""
+    profile = json.loads(GATEWAY_PROFILE.read_text())
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    refused = {name for group in profile["syscalls"] if group["action"] == "SCMP_ACT_ERRNO" for name in group["names"]}
+    assert not refused & {"clone", "clone3", "unshare", "mount", "umount2", "pivot_root", "setns", "execve"}
+    assert {"kexec_load", "init_module", "bpf", "keyctl", "ptrace", "open_by_handle_at", "io_uring_setup", "userfaultfd"} <= refused
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert f"seccomp={GATEWAY_PROFILE.relative_to(ROOT)}" in compose["services"]["gateway"]["security_opt"]

@@ -17,7 +17,7 @@ from strategies.pdr import PDRParams, pdr
 from strategies.registry import check_input
 from strategies.rtv import RTVParams, rtv
 from strategies.summaries import SECTIONS, parse_sections
-from verifiers.code import Sandbox, SandboxLimits
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 TASK = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
 

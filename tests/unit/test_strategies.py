@@ -14,7 +14,7 @@ from strategies.best_of_n import BestOfNParams, best_of_n, check
 from strategies.majority import MajorityParams, majority
 from strategies.registry import default_params
 from verifiers.answers import AnswerGrouper
-from verifiers.code import Sandbox, SandboxLimits
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 
 def tokens(p: float, k: int = 3) -> list[TokenLogprob]:
