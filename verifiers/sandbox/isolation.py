@@ -20,15 +20,18 @@ only seccomp and rlimits, for development.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import logging
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,7 +43,8 @@ SANDBOX_UID = 65534  # the uid a program sees inside a user namespace
 Launch = Literal["bwrap", "bwrap-userns", "unisolated"]
 NAMESPACES = ("--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try")
 TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-PROBE_S = 30
+REMOVE_S = 5.0
+log = logging.getLogger("ponder.sandbox")
 
 
 class SandboxUnavailable(RuntimeError):
@@ -71,24 +75,51 @@ class PidsCgroup:
     @staticmethod
     def find() -> PidsCgroup | None:
         for root, relative in _own_cgroups():
-            parent = root / relative.lstrip("/")
+            candidate = PidsCgroup(root / relative.lstrip("/"))
             try:
-                probe = PidsCgroup(parent)
-                with probe.child(4):
-                    return probe
+                candidate.remove_now(candidate.create(4))
+                return candidate
             except OSError:
                 continue
         return None
 
-    @contextlib.contextmanager
-    def child(self, pids_max: int) -> Iterator[Path]:
-        path = self.parent / f"ponder-sandbox-{secrets.token_hex(6)}"
+    def create(self, pids_max: int) -> Path:
+        path = self.parent / f"ponder-sandbox-{os.getpid()}-{secrets.token_hex(6)}"
         path.mkdir()
         try:
             (path / "pids.max").write_text(str(pids_max))
-            yield path
-        finally:
-            _empty(path)
+        except OSError:
+            path.rmdir()
+            raise
+        return path
+
+    @staticmethod
+    def emptied(path: Path) -> bool:
+        """Kill whatever is left in the cgroup and try to remove it: a killed task leaves its cgroup only once it
+        has been reaped, which for a sandbox's inner processes happens a moment after the run ends."""
+        for pid in _read(path / "cgroup.procs").split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    def remove_now(self, path: Path) -> None:
+        deadline = time.monotonic() + REMOVE_S
+        while not self.emptied(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    async def remove(self, path: Path) -> None:
+        deadline = time.monotonic() + REMOVE_S
+        while not self.emptied(path):
+            if time.monotonic() > deadline:
+                log.warning("sandbox: cgroup %s still busy %.0f s after its run; left in place", path, REMOVE_S)
+                return
+            await asyncio.sleep(0.01)
 
 
 def _own_cgroups() -> Iterator[tuple[Path, str]]:
@@ -106,21 +137,6 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-def _empty(path: Path) -> None:
-    """Kill whatever is left in the cgroup, then remove it (rmdir fails while a task remains)."""
-    for _ in range(50):
-        pids = [int(pid) for pid in _read(path / "cgroup.procs").split()]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.sched_yield()
 
 
 @dataclass(frozen=True)
@@ -196,11 +212,12 @@ def _launches(allow_unisolated: bool) -> list[Launch]:
     return launches
 
 
-@functools.cache
-def detect(python: Path | None, uid: int, allow_unisolated: bool) -> Isolation:
-    """The strongest launch that runs a trivial program here, with the seccomp filter installed."""
-    from verifiers.sandbox.process import probe  # the probe runs through the real launch path
+Probe = Callable[[Isolation, int], "str | None"]
 
+
+@functools.cache
+def detect(python: Path | None, uid: int, allow_unisolated: bool, probe: Probe) -> Isolation:
+    """The strongest launch under which `probe` (a trivial program, run the real way) works here."""
     executable, prefix = interpreter(python)
     cgroup = PidsCgroup.find()
     problems: list[str] = [] if BWRAP else ["bubblewrap (bwrap) is not installed"]

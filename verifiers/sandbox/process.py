@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from verifiers.sandbox.seccomp import filter_program
 RUNNER = (Path(__file__).parent / "runner.py").read_text()
 FLOOD_NOTE = b"\n[sandbox: output limit exceeded, program killed]\n"
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+PROBE_S = 30
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp"}
 
 Status = Literal["ok", "error", "timeout", "killed"]
@@ -54,13 +55,19 @@ def sealed(data: bytes) -> int:
     return readonly
 
 
-@contextlib.contextmanager
-def launched(isolation: Isolation, limits: SandboxLimits, uid: int, config: dict[str, Any], keep_fds: tuple[int, ...]) -> Iterator[tuple[list[str], dict[str, Any], Callable[[], None]]]:
-    """The argv and Popen options that start the runner with `config`, a callback that closes the server's copies
-    of what the process was handed (call it once the process has started), and a cgroup of its own where possible,
-    emptied when the context ends."""
-    with contextlib.ExitStack() as stack:
-        handed = stack.enter_context(contextlib.ExitStack())
+@dataclass
+class Launch:
+    """How to start one runner: its argv and Popen options, the cgroup made for it (remove it once the process
+    has ended), and the server's copies of what it was handed (close them once it has started)."""
+
+    argv: list[str]
+    options: dict[str, Any]
+    cgroup: Path | None
+    handed: contextlib.ExitStack
+
+
+def launch(isolation: Isolation, limits: SandboxLimits, uid: int, config: dict[str, Any], keep_fds: tuple[int, ...]) -> Launch:
+    with contextlib.ExitStack() as handed:
         filter_fd = sealed(filter_program())
         handed.callback(os.close, filter_fd)
         limited = limits.model_dump(include={"cpu_s", "memory_mb", "file_mb", "processes", "open_files"})
@@ -68,22 +75,25 @@ def launched(isolation: Isolation, limits: SandboxLimits, uid: int, config: dict
         handed.callback(os.close, config_fd)
         command = [isolation.python, "-I", "-S", "-B", "-c", RUNNER, str(config_fd)]
         argv = isolation.argv(command, uid, limits.disk_mb)
+        cgroup = None
         if isolation.cgroup is not None:
-            group = stack.enter_context(isolation.cgroup.child(limits.processes + 2))  # + bubblewrap's own two
-            argv = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group), *argv]
+            cgroup = isolation.cgroup.create(limits.processes + 2)  # + bubblewrap's own two processes
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
         options = {"env": ENV, "start_new_session": True, "pass_fds": (filter_fd, config_fd, *keep_fds), "cwd": "/"}
-        yield argv, options, handed.close
+        return Launch(argv, options, cgroup, handed.pop_all())
 
 
 def probe(isolation: Isolation, uid: int) -> str | None:
     """Run a trivial program the given way; None when it worked, else what went wrong."""
     program = sealed(b"import os\nprint('ok', os.getuid() != 0)")
+    started = launch(isolation, SandboxLimits(), uid, {"role": "program", "program_fd": program}, (program,))
     try:
-        config = {"role": "program", "program_fd": program}
-        with launched(isolation, SandboxLimits(), uid, config, (program,)) as (argv, options, _):
-            done = subprocess.run(argv, **options, capture_output=True, timeout=30, check=False)
+        with started.handed:
+            done = subprocess.run(started.argv, **started.options, capture_output=True, timeout=PROBE_S, check=False)
     finally:
         os.close(program)
+        if started.cgroup is not None and isolation.cgroup is not None:
+            isolation.cgroup.remove_now(started.cgroup)
     if done.returncode == 0 and done.stdout == b"ok True\n":
         return None
     if done.returncode == 0 and isolation.launch == "unisolated":
@@ -130,23 +140,25 @@ class SandboxedProcess:
 
     @contextlib.asynccontextmanager
     async def running(self, uid: int, config: dict[str, Any], keep_fds: tuple[int, ...], piped_stdin: bool = False) -> AsyncIterator[SandboxedProcess]:
-        with launched(self._isolation, self._limits, uid, config, keep_fds) as (argv, options, close_handed):
-            self._started = time.monotonic()
-            try:
+        started = launch(self._isolation, self._limits, uid, config, keep_fds)
+        try:
+            with started.handed:
+                self._started = time.monotonic()
                 self._proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                    *started.argv,
                     stdin=asyncio.subprocess.PIPE if piped_stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
-                    **options,
+                    **started.options,
                 )
-            finally:
-                close_handed()
             try:
                 yield self
             finally:  # also on cancellation: nothing of the run may outlive it
                 self.kill()
                 await self._proc.wait()
+        finally:
+            if started.cgroup is not None and self._isolation.cgroup is not None:
+                await asyncio.shield(self._isolation.cgroup.remove(started.cgroup))
 
     def kill(self) -> None:
         if self._proc is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 
 from verifiers.sandbox.isolation import Isolation, SandboxUnavailable, detect
 from verifiers.sandbox.limits import SandboxLimits
-from verifiers.sandbox.process import ExecutionResult, SandboxedProcess, Status, sealed
+from verifiers.sandbox.process import ExecutionResult, SandboxedProcess, Status, probe, sealed
 
+log = logging.getLogger("ponder.sandbox")
 VERDICT = re.compile(rb"^(\d+) (pass|fail)$", re.MULTILINE)
 MAX_VERDICTS = 1 << 20
 CANDIDATE_GRACE_S = 0.5  # a candidate ends on its own once the harness closes the calls pipe
@@ -65,9 +67,11 @@ class Sandbox:
         self._isolation: Isolation | None = None
         self.unavailable: str | None = None
         try:
-            self._isolation = detect(self.limits.python, self.limits.uid_base, self.limits.allow_unisolated)
+            self._isolation = detect(self.limits.python, self.limits.uid_base, self.limits.allow_unisolated, probe)
+            log.info("sandbox: %s", self._isolation.describe())
         except SandboxUnavailable as error:
             self.unavailable = str(error)
+            log.error("%s", error)
         self._slots: asyncio.Queue[int] = asyncio.Queue()
         for slot in range(self.limits.concurrency):
             self._slots.put_nowait(slot)
