@@ -294,3 +294,23 @@ async def test_the_unisolated_mode_is_explicit_and_keeps_seccomp(fresh_detection
     assert (result.status, result.stdout) == ("ok", "refused\n")
     report = await run_tests(sandbox, "def f():\n    return 1\n", caller_tests(["assert f() == 1", "assert f() == 2"]))
     assert (report.passed, report.total) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("program", "test"),
+    [
+        ("def f(x):\n    return 5\ndef abs(x):\n    return 0\n", "assert abs(f(1) - 1) < 1e-6"),
+        ("def f(x):\n    return 5\ndef isinstance(*a):\n    return True\n", "assert isinstance(f(1), str)"),
+        ("def f(x):\n    raise StopIteration\n", "assert list(map(f, [1, 2])) == []"),
+        ("def f(x):\n    return 5\nclass X(int):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return X(5)\n", "assert f(1) == 1"),
+    ],
+    ids=["a top-level abs shadows the builtin", "a top-level isinstance", "StopIteration ends the harness's map", "an int whose __eq__ is always true"],
+)
+async def test_a_program_cannot_bend_the_tests_names_or_control_flow(sandbox: Sandbox, program: str, test: str) -> None:
+    report = await run_tests(sandbox, program, caller_tests([test]), "f")
+    assert report.passed == 0
+
+
+async def test_an_entry_point_may_carry_a_builtins_name(sandbox: Sandbox) -> None:
+    report = await run_tests(sandbox, "def abs(x):\n    return -x if x < 0 else x\n", caller_tests(["assert abs(-2) == 2"]), "abs")
+    assert report.passed == 1

@@ -32,9 +32,11 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 MAX_MESSAGE = 1 << 20  # one call or reply, encoded; more is an error, not a larger buffer
 MAX_DEPTH = 100  # nesting of one plain value
-# Exceptions a candidate may raise across the channel by name: a test that expects `ValueError` sees one.
-RAISABLE = {name: getattr(builtins, name) for name in dir(builtins)
-            if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)}
+# Exceptions a candidate may raise across the channel by name: a test that expects `ValueError` sees one. Not the
+# ones that steer iteration: a StopIteration out of `map(candidate, xs)` would end the harness's loop early.
+STEERING = (StopIteration, StopAsyncIteration)
+RAISABLE = {name: value for name, value in vars(builtins).items()
+            if isinstance(value, type) and issubclass(value, Exception) and not issubclass(value, STEERING)}
 
 
 class NotPlain(TypeError):
@@ -251,16 +253,21 @@ def run_harness(config: dict[str, Any]) -> None:
         loaded = channel.receive()
     except (ValueError, CandidateGone):
         loaded = None
+    entry_point = config["entry_point"]
     namespace: dict[str, Any] = {"__name__": "__harness__"}
     if loaded and loaded.get("loaded") is True:
         candidate = Candidate(channel)
+        # A program's `abs` or `isinstance` must not stand in for the builtin the tests mean: only the entry point
+        # may carry a builtin's name.
+        exposed = {str(name) for name in [*loaded.get("values", {}), *loaded.get("functions", [])]}
+        exposed = {name for name in exposed if name == entry_point or not hasattr(builtins, name)}
         for name, value in dict(loaded.get("values", {})).items():
-            try:
-                namespace[str(name)] = decode(value)
-            except (NotPlain, RecursionError):
-                continue
-        namespace.update({str(name): candidate.proxy(str(name)) for name in loaded.get("functions", [])})
-    entry_point = config["entry_point"]
+            if name in exposed:
+                try:
+                    namespace[name] = decode(value)
+                except (NotPlain, RecursionError):
+                    continue
+        namespace.update({name: candidate.proxy(name) for name in loaded.get("functions", []) if name in exposed})
     for index, test in enumerate(config["tests"]):
         scope = dict(namespace)
         try:
