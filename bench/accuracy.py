@@ -28,7 +28,7 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from bench.suites import arithmetic, humaneval
+from suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxLimits
 

@@ -28,8 +28,8 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from bench.suites import arithmetic
-from service.calibrate import calibration_request
+from suites import arithmetic
+from service.cli.calibrate import calibration_request
 from strategies.conformal import rejection_interval
 
 log = logging.getLogger("bench.atts")

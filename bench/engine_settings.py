@@ -24,9 +24,9 @@ import ray
 
 from service.engines.pool import EnginePool
 from service.engines.prepare import prepare_model
-from service.engines.protocol import SamplingSpec
-from service.hardware import host_info
-from service.models import engine_args, engine_env
+from compute.protocol import SamplingSpec
+from service.planning.hardware import host_info
+from service.execution.models import engine_args, engine_env
 from service.settings import ModelSpec, Settings
 
 TOKENS = 64

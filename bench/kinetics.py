@@ -32,8 +32,8 @@ from openai import AsyncOpenAI, BadRequestError
 from bench.accuracy import stderr
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from bench.suites import arithmetic, humaneval
-from service.cost_model import HardwareProfile, ModelShape, max_length, request_cost
+from suites import arithmetic, humaneval
+from compute.cost_model import HardwareProfile, ModelShape, max_length, request_cost
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxLimits
 

@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from bench.server import ponder_bench, save_result
-from bench.suites import arithmetic
+from suites import arithmetic
 
 log = logging.getLogger("bench.load")
 MODEL = "smollm2-135m"

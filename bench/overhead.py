@@ -31,8 +31,8 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
-from service.hardware import host_info
-from service.models import engine_args, engine_env
+from service.planning.hardware import host_info
+from service.execution.models import engine_args, engine_env
 from service.settings import ModelSpec
 
 log = logging.getLogger("bench.overhead")

@@ -35,7 +35,7 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from bench.suites import humaneval
+from suites import humaneval
 from verifiers.code import run_tests, visible_tests
 from verifiers.sandbox import Sandbox, SandboxLimits
 from verifiers.programs import candidate_program

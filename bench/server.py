@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import psutil
 
-from service.models import engine_args, engine_env
+from service.execution.models import engine_args, engine_env
 from service.engines.prepare import prepare_model
-from service.hardware import host_info
+from service.planning.hardware import host_info
 from service.settings import ModelSpec, get_settings
 
 log = logging.getLogger("bench.server")

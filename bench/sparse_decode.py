@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.server import ROOT, save_result
-from bench.suites import humaneval
-from service.hardware import cpu_dtype
-from service.models import CPU_ENGINE_ENV
+from suites import humaneval
+from service.planning.hardware import cpu_dtype
+from service.execution.models import CPU_ENGINE_ENV
 
 MODEL_DIR = Path.home() / ".local" / "share" / "ponder" / "models" / "smollm2-135m"
 BLOCK_SIZE = 32
@@ -62,12 +62,12 @@ class EngineJob:
     together: list[list[int]] = field(default_factory=list)
     block_size: int = BLOCK_SIZE
     max_model_len: int = MAX_MODEL_LEN
-    dtype: str | None = None  # the host's serving dtype (service.hardware.cpu_dtype) unless set
+    dtype: str | None = None  # the host's serving dtype (service.planning.hardware.cpu_dtype) unless set
     ignore_eos: bool = True
 
 
 def engine_env(budget: int | None) -> dict[str, str]:
-    """The service's CPU engine environment (service/models.py), with the budget or without it."""
+    """The service's CPU engine environment (service/execution/models.py), with the budget or without it."""
     env = {k: v for k, v in os.environ.items() if k != "PONDER_SPARSE_KV_BUDGET"}
     env |= CPU_ENGINE_ENV | {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
     if budget is not None:
@@ -222,7 +222,7 @@ def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     """HumanEval pass@1 by KV budget, and how many answers are exactly dense's."""
     import asyncio
 
-    from service.prompts import PromptCodec
+    from service.execution.prompts import PromptCodec
     from verifiers.sandbox import Sandbox, SandboxLimits
 
     codec = PromptCodec(str(args.model))  # the gateway's own chat prompts

@@ -14,22 +14,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service import dashboard, store
+from service.dashboard import routes as dashboard
+from service.state import store
+from service.state.results import installed_results_dir
 from service.api import cost_routes, ledger_routes
-from service.accuracy import AccuracyBook
-from service.auth import AuthMiddleware, KeyRing, Quotas
+from service.planning.accuracy import AccuracyBook
+from service.api.auth import AuthMiddleware, KeyRing, Quotas
 from service.api.errors import APIError, install_error_handlers
 from service.api.openapi import document_requests
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.serving import OutputFormat, read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
-from service.hardware import host_info
-from service.ledger import Ledger
-from service.middleware import RequestIdMiddleware
-from service.models import ServedModel, build_served_model
-from service.presets import load_presets
-from service.pricing import Pricing, hardware_profile
+from service.planning.hardware import host_info
+from service.state.ledger import Ledger
+from service.api.middleware import RequestIdMiddleware
+from service.execution.models import ServedModel, build_served_model
+from service.api.presets import load_presets
+from service.execution.pricing import Pricing, hardware_profile
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = store.connect(settings.redis_url)
         app.state.ledger = Ledger(app.state.redis, settings.ledger)
         app.state.quotas = Quotas(app.state.redis, settings.quota)
-        app.state.accuracy = AccuracyBook(app.state.ledger, settings.results_dir or dashboard.installed_results_dir())
+        app.state.accuracy = AccuracyBook(app.state.ledger, settings.results_dir or installed_results_dir())
         app.state.answers, app.state.sandbox = verifier_services(settings)
         app.state.pricing = Pricing(await hardware_profile(settings.hardware, settings.state_path, settings.hardware_price_per_hour))
         await asyncio.to_thread(init_ray, settings)

@@ -1,5 +1,6 @@
-"""A request's budget: every generated token is granted against `max_total_tokens`, and `deadline` is an absolute
-event-loop time. Whatever stops a request first is recorded in `exhausted` so the response can say which."""
+"""A request's accounting. Its budget: every generated token is granted against `max_total_tokens`, and
+`deadline` is an absolute event-loop time; whatever stops a request first is recorded in `exhausted` so the response
+can say which. Its usage: the tokens it spent, in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -47,4 +48,19 @@ class Budget:
             "used_tokens": self.used,
             "elapsed_s": round(self.elapsed(), 4),
             "exhausted": self.exhausted,
+        }
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def as_openai(self) -> dict[str, object]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }

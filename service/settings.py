@@ -63,7 +63,7 @@ class DrainSettings(BaseModel):
 
 
 class CalibrationSettings(BaseModel):
-    """ATTS's calibration pools in Redis (service/calibration.py): how many of the newest first-turn scores a pool
+    """ATTS's calibration pools in Redis (service/state/calibration.py): how many of the newest first-turn scores a pool
     keeps, and how long a per-question pool lives (marginal pools live as long as Redis keeps them)."""
 
     window: PositiveInt = 4096

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.cost_model import realised_cost
+from compute.cost_model import realised_cost
 from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, tests_for
 from strategies.kinetics import ComputeBudget, plan_for, plan_report

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from service.allocator import Observation
-from service.cost_model import HardwareProfile, ModelShape
-from service.engines.protocol import TokenLogprob
+from compute.allocator import Observation
+from compute.cost_model import HardwareProfile, ModelShape
+from compute.protocol import TokenLogprob
 from verifiers.answers import AnswerGrouper
 from verifiers.code import TestReport
 from verifiers.sandbox import Sandbox

@@ -5,7 +5,7 @@ says it pays for and that are expected to answer best.
     C     <- the budget in eFLOPs                       (tokens, seconds or dollars converted below)
     plan  <- argmax_{(N, cap, B) on the paper's grids, cost(N, every sample at cap, B) <= C} predicted accuracy
              predicted accuracy: the (model, family) table learnt from benchmarks and feedback, else the paper's
-             rules of thumb                                                  (service/allocator.py)
+             rules of thumb                                                  (compute/allocator.py)
     run the inner strategy with N samples of at most `cap` tokens, on a replica decoding within KV budget B
     report the plan, the configurations weighed, and the eFLOPs predicted, worst-case and realised
 
@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.allocator import CPU_BLOCK_SIZE, AccuracyTable, BudgetTooSmall, Considered, Plan, allocate
-from service.cost_model import realised_cost, request_cost
+from compute.allocator import CPU_BLOCK_SIZE, AccuracyTable, BudgetTooSmall, Considered, Plan, allocate
+from compute.cost_model import realised_cost, request_cost
 from strategies.base import Context, Planning, StrategyInputError, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, Select
 from strategies.best_of_n import check as check_best_of_n

@@ -1,6 +1,8 @@
-"""The strategies a request may name: the `strategy` field is a discriminated union on `name` of each strategy's
-parameters (paper defaults, validated ranges), and `STRATEGIES` maps a name to the coroutine that runs it.
-`none` is a plain call, served by the gateway's pass-through path (it streams tokens as they come)."""
+"""The strategies a request may name, registered here and nowhere else: the `strategy` field is a discriminated
+union on `name` of each strategy's parameters (paper defaults, validated ranges), and `STRATEGIES` maps a name to
+the coroutine that runs it. `none` is a plain call, served by the gateway's pass-through path (it streams tokens as
+they come). A majority or best-of-N rollout may itself be any strategy, so those two parameter models are
+completed here, once the union exists: take strategy parameters from this module, not from the strategy's own."""
 
 from __future__ import annotations
 
@@ -38,7 +40,6 @@ for _composing in (MajorityParams, BestOfNParams):  # their `rollout` may itself
     _composing.model_rebuild(_types_namespace={"StrategyParams": StrategyParams})
 
 STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr, "atts": atts, "kinetics": kinetics, "auto": auto}
-STRATEGY_NAMES = ("none", *STRATEGIES)
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
 CHECKS: dict[str, Callable[[Task, Any], None]] = {
     "best_of_n": check_best_of_n, "rtv": check_rollouts, "pdr": check_rollouts, "atts": check_atts, "kinetics": check_kinetics,
@@ -58,9 +59,3 @@ def check_input(task: Task, params: BaseModel) -> None:
         check(task, params)
     if (inner := getattr(params, "rollout", None)) is not None and isinstance(inner, BaseModel):
         check_input(task, inner)
-
-
-def split_model_name(model: str) -> tuple[str, str | None]:
-    """`<model>@<strategy>` lets clients that can only set a model name pick a strategy with its defaults."""
-    base, sep, strategy = model.partition("@")
-    return base, (strategy if sep else None)

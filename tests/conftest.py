@@ -47,7 +47,7 @@ def database_url(redis_url: str, name: str) -> str:
 
 @asynccontextmanager
 async def empty_database(redis_url: str, name: str) -> AsyncIterator[AsyncRedis]:
-    from service import store
+    from service.state import store
 
     client = store.connect(database_url(redis_url, name))
     await client.flushdb()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from service.engines.protocol import TokenLogprob
+from compute.protocol import TokenLogprob
 
 _MIN_REMAINING_MASS = 1e-12
 """The engine's float32 log-softmax cannot resolve a smaller tail: top-k masses summing to 1 or a hair over it

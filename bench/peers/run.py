@@ -27,7 +27,7 @@ from bench.overhead import vllm_side
 from bench.peers import counters, envs, report, systems
 from bench.peers.systems import Row, Sampling
 from bench.server import ROOT, Side, free_port, ponder_side, prepared_model, running, save_result
-from bench.suites import arithmetic, humaneval
+from suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxLimits
 

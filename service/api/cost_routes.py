@@ -13,9 +13,9 @@ from pydantic import Field
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
 from service.api.serving import parse, query_fields
-from service.context import planning_for
-from service.models import ServedModel
-from service.pricing import Pricing
+from service.execution.context import planning_for
+from service.execution.models import ServedModel
+from service.execution.pricing import Pricing
 from strategies.base import StrategyInputError
 from strategies.kinetics import ComputeBudget, best_considered, considered_report, plan_for, plan_report
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from strategies.registry import STRATEGY_NAMES
+from strategies.names import STRATEGY_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
 from service.api.serving import parse, read_json
-from service.ledger import Ledger, LedgerRecord
+from service.state.ledger import Ledger, LedgerRecord
 
 router = APIRouter()
 

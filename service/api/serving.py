@@ -21,14 +21,14 @@ from service.api.protocol import Budget as BudgetRequest
 from service.api.protocol import ChatCompletionRequest, SamplingFields
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
-from service.engines.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
-from service.generation import Completion, MeteredRun
-from service.ledger import Entry
-from service.models import ServedModel
-from service.pricing import Priced, Pricing
+from compute.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
+from service.execution.generation import Completion, MeteredRun
+from service.state.ledger import Entry
+from service.execution.models import ServedModel
+from service.execution.pricing import Priced, Pricing
 from service.settings import Settings
-from service.presets import Preset
-from strategies.registry import STRATEGY_NAMES, split_model_name
+from service.api.presets import Preset
+from strategies.names import STRATEGY_NAMES, split_model_name
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,19 @@ from pydantic import BaseModel
 from service.api.errors import APIError
 from service.api.protocol import SamplingFields
 from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
-from service.cache import RequestCache
-from service.calibration import RedisCalibration
-from service.context import RequestContext
-from service.pricing import Pricing
+from service.state.cache import RequestCache
+from service.state.calibration import RedisCalibration
+from service.execution.context import RequestContext
+from service.execution.pricing import Pricing
 from service.engines.pool import EngineUnavailable
-from service.engines.protocol import CompletionDelta, EngineRequestError, TokenLogprob
-from service.generation import Completion
-from service.ledger import Entry
-from service.models import ServedModel
+from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
+from service.execution.generation import Completion
+from service.state.ledger import Entry
+from service.execution.models import ServedModel
 from service.settings import Settings
 from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
-from strategies.registry import STRATEGIES, check_input, default_params, split_model_name
+from strategies.names import split_model_name
+from strategies.registry import STRATEGIES, check_input, default_params
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxUnavailable
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import ray
 
-from service.engines.protocol import (
+from compute.protocol import (
     CompletionDelta,
     EngineChunk,
     EngineDead,

@@ -21,7 +21,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from service import metrics
 from service.engines.actor import EngineActor
-from service.engines.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
+from compute.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
 from service.settings import ModelSpec
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import pytest
 import redis
 from openai import OpenAI
 
-from service.calibration import PREFIX
+from service.state.calibration import PREFIX
 from tests.conftest import Server, state_dir, running_server
 from tests.e2e.test_resilience import engine_idle, engine_rows, wait_until
 from tests.e2e.test_strategies import ponder_of

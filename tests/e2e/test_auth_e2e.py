@@ -14,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from service.auth import digest
+from service.api.auth import digest
 from tests.conftest import Server, database_url, eager_models, emptied_database, running_server
 
 pytestmark = pytest.mark.slow

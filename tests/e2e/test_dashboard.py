@@ -20,7 +20,7 @@ import uvicorn
 from openai import AsyncOpenAI
 from playwright.async_api import Browser, Page, async_playwright
 
-from service import store
+from service.state import store
 
 from ..conftest import ROOT, Server, database_url, free_port
 from ..unit.test_dashboard_data import BENCH_RUN, light_app, rid, seed, write_bench

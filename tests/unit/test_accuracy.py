@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.accuracy import evidence, family_of, observation
-from service.allocator import Observation
-from service.ledger import LedgerRecord
+from service.planning.accuracy import evidence, family_of, observation
+from compute.allocator import Observation
+from service.state.ledger import LedgerRecord
 
 
 def record(strategy: str = "majority", params: dict[str, Any] | None = None, correct: bool | None = True, completion_tokens: int = 80, **extra: Any) -> LedgerRecord:

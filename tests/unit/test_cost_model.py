@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.cost_model import (
+from compute.cost_model import (
     B200,
     H100,
     H200,

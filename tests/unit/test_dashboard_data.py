@@ -21,11 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from service import dashboard, store
+from service.dashboard import routes as dashboard
+from service.state import results
+from service.state import store
 from service.api import ledger_routes
 from service.api.errors import APIError, install_error_handlers
-from service.dashboard import MAX_SINCE, MAX_WINDOW_S, Point, bucket_size, pareto_front, parse_query, percentiles, volume
-from service.ledger import RECORD, STREAM, Ledger, LedgerRecord
+from service.dashboard.routes import MAX_SINCE, MAX_WINDOW_S, Point, bucket_size, pareto_front, parse_query, percentiles, volume
+from service.state.ledger import RECORD, STREAM, Ledger, LedgerRecord
 from service.settings import LedgerSettings, Settings
 
 from ..conftest import database_url, empty_database, free_port
@@ -286,20 +288,20 @@ async def test_the_page_and_its_assets_are_served(http: httpx.AsyncClient) -> No
 
 
 def test_result_files_are_reread_when_they_change_and_bad_ones_are_skipped(tmp_path: Path) -> None:
-    results = dashboard.BenchmarkResults()
+    files = results.BenchmarkResults()
     path = write_bench(tmp_path)
     (tmp_path / "accuracy-broken-20261123T000000Z.json").write_text("{not json")
     (tmp_path / "overhead-20261123T000000Z.json").write_text("{}")  # not an accuracy result: not read
-    first = results.load(tmp_path)
+    first = files.load(tmp_path)
     assert len(first) == 12 and {r.run for r in first} == {BENCH_RUN}
-    assert results.load(tmp_path)[0] is first[0]  # unchanged: not parsed again
+    assert files.load(tmp_path)[0] is first[0]  # unchanged: not parsed again
     result = json.loads(path.read_text())
     result["runs"] = result["runs"][:1]
     path.write_text(json.dumps(result))
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert len(results.load(tmp_path)) == 4
+    assert len(files.load(tmp_path)) == 4
     path.unlink()
-    assert results.load(tmp_path) == [] and results.load(None) == [] and results.load(tmp_path / "missing") == []
+    assert files.load(tmp_path) == [] and files.load(None) == [] and files.load(tmp_path / "missing") == []
 
 
 def point(name: str, accuracy: float | None, tokens: float) -> Point:
@@ -386,5 +388,5 @@ def test_any_model_and_strategy_name_is_a_filter_and_empty_means_all(model: str,
 
 
 def test_the_default_results_dir_is_the_installed_bench_packages() -> None:
-    found = dashboard.installed_results_dir()
+    found = results.installed_results_dir()
     assert found is not None and found.name == "results" and (found.parent / "__init__.py").exists()

@@ -11,7 +11,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
 from service.engines.actor import EngineActor
-from service.engines.protocol import EngineDead, EngineRequestError
+from compute.protocol import EngineDead, EngineRequestError
 
 translate = EngineActor.__ray_actor_class__._translate
 

@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from service.api.errors import UNAVAILABLE_RETRY_AFTER_S, APIError
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
-from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
-from service.generation import MeteredRun
+from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
+from service.execution.generation import MeteredRun
 
 
 class ScriptedPool:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.allocator import Observation
-from service.cost_model import H100, HardwareProfile, ModelShape, realised_cost, request_cost
+from compute.allocator import Observation
+from compute.cost_model import H100, HardwareProfile, ModelShape, realised_cost, request_cost
 from strategies.base import Candidate, Planning, Rollout, StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.best_of_n import BestOfNParams
 from strategies.kinetics import ComputeBudget, KineticsParams, kinetics

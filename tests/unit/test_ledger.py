@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from service import store
+from service.state import store
 from service.budget import Budget
-from service.generation import Usage
-from service.ledger import Entry, Ledger, LedgerRecord, bench_records, observe
+from service.budget import Usage
+from service.state.ledger import Entry, Ledger, LedgerRecord, bench_records, observe
 from service.settings import LedgerSettings
 
 from ..conftest import empty_database, free_port

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.models import engine_args
+from service.execution.models import engine_args
 from service.settings import ModelSpec
 
 

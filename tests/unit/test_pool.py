@@ -12,7 +12,7 @@ from ray.exceptions import RayActorError
 
 from service.engines import pool as pool_module
 from service.engines.pool import EnginePool
-from service.engines.protocol import EngineInfo
+from compute.protocol import EngineInfo
 from service.settings import ModelSpec
 
 INFO = EngineInfo(model="scripted", max_model_len=128, dtype="float32")

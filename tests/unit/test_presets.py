@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.presets import PresetError, load_presets
+from service.api.presets import PresetError, load_presets
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from service.cost_model import H100, HardwareProfile, ModelShape, realised_cost
-from service.pricing import Attention, Priced, Pricing, hardware_profile
-from service.profile_hardware import save
+from compute.cost_model import H100, HardwareProfile, ModelShape, realised_cost
+from service.execution.pricing import Attention, Priced, Pricing, hardware_profile
+from service.planning.profile_hardware import save
 
 SMOL = ModelShape(layers=30, heads=9, kv_heads=3, head_dim=64, params=134_515_008, max_context=8192)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cost_model import HardwareProfile
-from service.profile_hardware import PROFILE_FILE, load, measure, save
+from compute.cost_model import HardwareProfile
+from service.planning.profile_hardware import PROFILE_FILE, load, measure, save
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

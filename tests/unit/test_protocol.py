@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from service.api.errors import from_validation_error, param_path
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
-from strategies.registry import split_model_name
+from strategies.names import split_model_name
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.cache import CacheUse
+from service.state.cache import CacheUse
 from strategies.base import Rollout, StrategyInputError, Task, VerifierSpec
 from strategies.pdr import PDRParams, pdr
 from strategies.registry import check_input

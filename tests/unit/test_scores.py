@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.engines.protocol import TokenLogprob
+from compute.protocol import TokenLogprob
 from verifiers.scores import mean_logprob, self_certainty
 
 

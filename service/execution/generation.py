@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from service import metrics
-from service.budget import DEADLINE, TOKENS, Budget
+from service.budget import DEADLINE, TOKENS, Budget, Usage
 from service.engines.pool import EnginePool, EngineUnavailable
-from service.engines.protocol import CompletionDelta, EngineChunk, SamplingSpec
+from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +33,6 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     finish_reason: str | None = None
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-    def as_openai(self) -> dict[str, object]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
-        }
 
 
 @dataclass

@@ -12,14 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.accuracy import AccuracyBook, Evidence
+from service.planning.accuracy import AccuracyBook, Evidence
 from service.budget import Budget
-from service.cache import RequestCache
-from service.engines.protocol import SamplingSpec
-from service.generation import MeteredRun, Usage
-from service.models import ServedModel
-from service.pricing import Priced
-from service.cost_model import HardwareProfile
+from service.state.cache import RequestCache
+from compute.protocol import SamplingSpec
+from service.budget import Usage
+from service.execution.generation import MeteredRun
+from service.execution.models import ServedModel
+from service.execution.pricing import Priced
+from compute.cost_model import HardwareProfile
 from strategies.base import CalibrationStore, Planning, Rollout, StrategyResult, Task, UnknownModel, Watch
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper

@@ -1,4 +1,4 @@
-"""What Kinetics' allocator (service/allocator.py) knows of how accurate a configuration is for a (model, task
+"""What Kinetics' allocator (compute/allocator.py) knows of how accurate a configuration is for a (model, task
 family): observations from the benchmark results the dashboard shows and from the ledger's served requests whose
 answer was graded (a `verifier.reference`) or marked through `POST /v1/feedback`.
 
@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.allocator import SHORT_CAPS, Observation
-from service.dashboard import BENCHMARKS
-from service.ledger import Ledger, LedgerRecord
+from compute.allocator import SHORT_CAPS, Observation
+from service.state.results import BENCHMARKS
+from service.state.ledger import Ledger, LedgerRecord
 
 log = logging.getLogger(__name__)
 

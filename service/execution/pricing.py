@@ -1,4 +1,4 @@
-"""What every response reports as its compute: each engine call priced by Kinetics' cost model (service/cost_model.py)
+"""What every response reports as its compute: each engine call priced by Kinetics' cost model (compute/cost_model.py)
 at the lengths it really generated, so a plain call, a strategy's hundred calls and a Kinetics plan are in one
 currency (eFLOPs = FLOPs + I x bytes moved) that the hardware profile turns into seconds and dollars.
 
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.cost_model import PONDER_TERMS, PROFILES, HardwareProfile, ModelShape, Terms, realised_cost
-from service.generation import MeteredRun
-from service.hardware import cpu_dtype
-from service.profile_hardware import load, measure, save
+from compute.cost_model import PONDER_TERMS, PROFILES, HardwareProfile, ModelShape, Terms, realised_cost
+from service.execution.generation import MeteredRun
+from service.planning.hardware import cpu_dtype
+from service.planning.profile_hardware import load, measure, save
 
 log = logging.getLogger(__name__)
 
