@@ -86,9 +86,7 @@ def outcome(problem: str, tier: str, response: Any, latency: float) -> Outcome:
     return Outcome(problem, tier, latency, usage.completion_tokens, usage.prompt_tokens, cached)
 
 
-async def run_rows(
-    configs: list[Config], problems: list[Any], solve: Callable[[Config, Any], Awaitable[Outcome]], concurrency: int
-) -> list[dict[str, Any]]:
+async def run_rows(configs: list[Config], problems: list[Any], solve: Callable[[Config, Any], Awaitable[Outcome]], concurrency: int) -> list[dict[str, Any]]:
     # Untimed: the engine compiles kernels for each new batch shape it meets, so the smallest and the largest
     # request shapes run once at full concurrency before any row is timed.
     for config in (configs[0], configs[-1]):
@@ -105,7 +103,16 @@ async def run_rows(
         outcomes = await asyncio.gather(*(one(p) for p in problems))
         wall = time.monotonic() - started
         log.info("%s: %d problems in %.1f s", config.name, len(problems), wall)
-        results.append({"config": config.name, "strategy": config.strategy, "temperature": config.temperature, "rows": config.rows, "wall_s": wall, "outcomes": [o.__dict__ for o in outcomes]})
+        results.append(
+            {
+                "config": config.name,
+                "strategy": config.strategy,
+                "temperature": config.temperature,
+                "rows": config.rows,
+                "wall_s": wall,
+                "outcomes": [o.__dict__ for o in outcomes],
+            }
+        )
     return results
 
 
@@ -180,20 +187,22 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for tier in sorted({o["tier"] for o in outcomes}):
                 marks = [o["correct"][selector] for o in outcomes if o["tier"] == tier]
                 tiers[tier] = {"accuracy": sum(marks) / len(marks), "stderr": stderr(sum(marks) / len(marks), len(marks)), "problems": len(marks)}
-            rows.append({
-                "row": name,
-                "problems": count,
-                "accuracy": accuracy,
-                "stderr": stderr(accuracy, count),
-                "tiers": tiers,
-                "completion_tokens_per_problem": float(np.mean([o["completion_tokens"] for o in outcomes])),
-                "prompt_tokens_per_problem": float(np.mean([o["prompt_tokens"] for o in outcomes])),
-                "cached_prompt_tokens_per_problem": float(np.mean([o["cached_tokens"] for o in outcomes])),
-                "wall_s_per_problem": wall,
-                "wall_ratio": wall / base_wall,
-                "latency_s": {"mean": float(np.mean(latency)), "p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95))},
-                "latency_ratio": float(np.mean(latency)) / base_latency,
-            })
+            rows.append(
+                {
+                    "row": name,
+                    "problems": count,
+                    "accuracy": accuracy,
+                    "stderr": stderr(accuracy, count),
+                    "tiers": tiers,
+                    "completion_tokens_per_problem": float(np.mean([o["completion_tokens"] for o in outcomes])),
+                    "prompt_tokens_per_problem": float(np.mean([o["prompt_tokens"] for o in outcomes])),
+                    "cached_prompt_tokens_per_problem": float(np.mean([o["cached_tokens"] for o in outcomes])),
+                    "wall_s_per_problem": wall,
+                    "wall_ratio": wall / base_wall,
+                    "latency_s": {"mean": float(np.mean(latency)), "p50": float(np.percentile(latency, 50)), "p95": float(np.percentile(latency, 95))},
+                    "latency_ratio": float(np.mean(latency)) / base_latency,
+                }
+            )
     return rows
 
 
@@ -202,15 +211,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = ["row", "accuracy ± s.e.", *tiers, "gen tokens/problem", "wall s/problem", "wall ÷ greedy", "latency ÷ greedy"]
     lines = [head]
     for r in rows:
-        lines.append([
-            r["row"],
-            f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
-            *(f"{r['tiers'][t]['accuracy']:.3f}" for t in tiers),
-            f"{r['completion_tokens_per_problem']:.1f}",
-            f"{r['wall_s_per_problem']:.3f}",
-            f"{r['wall_ratio']:.2f}",
-            f"{r['latency_ratio']:.2f}",
-        ])
+        lines.append(
+            [
+                r["row"],
+                f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
+                *(f"{r['tiers'][t]['accuracy']:.3f}" for t in tiers),
+                f"{r['completion_tokens_per_problem']:.1f}",
+                f"{r['wall_s_per_problem']:.3f}",
+                f"{r['wall_ratio']:.2f}",
+                f"{r['latency_ratio']:.2f}",
+            ]
+        )
     return aligned(lines)
 
 
@@ -238,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     with ponder_bench(MODEL, log) as bench:
         runs, suite_info = asyncio.run(suite(bench.base_url, args))
     rows = summarize(runs)
-    result, out = save_result(f"accuracy-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"suite": suite_info, "startup_s": bench.startup_s}, rows=rows, runs=runs)
+    result, out = save_result(
+        f"accuracy-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"suite": suite_info, "startup_s": bench.startup_s}, rows=rows, runs=runs
+    )
     print(f"{table(rows)}\n\none run; ± is the standard error sqrt(p(1-p)/n); host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
 
 

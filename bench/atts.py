@@ -28,9 +28,9 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from suites import arithmetic
 from service.cli.calibrate import calibration_request
 from strategies.conformal import rejection_interval
+from suites import arithmetic
 
 log = logging.getLogger("bench.atts")
 MODEL = "smollm2-135m"
@@ -46,8 +46,13 @@ def configs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The references first, so that a run cut short (its result file is rewritten after every configuration) still
     has the rows every ratio is taken against."""
     base = {
-        "name": "atts", "samples": args.samples, "turns": args.turns, "draft_tokens": args.draft_tokens,
-        "target_tokens": args.target_tokens, "family": args.family, "min_calibration": 16,
+        "name": "atts",
+        "samples": args.samples,
+        "turns": args.turns,
+        "draft_tokens": args.draft_tokens,
+        "target_tokens": args.target_tokens,
+        "family": args.family,
+        "min_calibration": 16,
     }
     out = {REFERENCE: {**base, "alpha": 0.0}}
     if args.draft != args.target:
@@ -73,7 +78,9 @@ async def solve(client: AsyncOpenAI, p: arithmetic.Problem, strategy: dict[str, 
     started = time.perf_counter()
     strategy = {"draft": args.draft, "target": args.target, **strategy}
     response = await client.chat.completions.create(
-        model=MODEL, messages=messages(p), max_tokens=args.draft_tokens + args.target_tokens,
+        model=MODEL,
+        messages=messages(p),
+        max_tokens=args.draft_tokens + args.target_tokens,
         extra_body={"strategy": strategy, "verifier": {"reference": str(p.answer)}},
     )
     latency = time.perf_counter() - started
@@ -115,27 +122,29 @@ def summarize(runs: list[dict[str, Any]], reference: str) -> list[dict[str, Any]
         n = len(outs)
         accuracy = sum(o["correct"]["chosen"] for o in outs) / n
         latency = [o["latency_s"] for o in outs]
-        rows.append({
-            "row": run["config"],
-            "problems": n,
-            "alpha": run["strategy"].get("alpha"),
-            "accuracy": accuracy,
-            "stderr": (accuracy * (1 - accuracy) / n) ** 0.5,
-            "oracle": sum(o["any_correct"] for o in outs) / n,
-            "rejection": rate(sum(o["rejected"] for o in outs), sum(o["decided"] for o in outs)),
-            "rejection_turn0": rate(sum(o["rejected_turn0"] for o in outs), sum(o["decided_turn0"] for o in outs)),
-            "takeovers_per_problem": statistics.mean(o["rejected"] for o in outs),
-            "turns_per_sample": statistics.mean(o["turns_per_sample"] for o in outs),
-            "draft_tokens_per_problem": statistics.mean(o["tokens_by_model"]["draft"] for o in outs),
-            "target_tokens_per_problem": statistics.mean(o["tokens_by_model"]["target"] for o in outs),
-            "scored_tokens_per_problem": statistics.mean(o["tokens_by_model"]["scored"] for o in outs),
-            "completion_tokens_per_problem": statistics.mean(o["completion_tokens"] for o in outs),
-            "latency_s": {"mean": statistics.mean(latency), "p50": statistics.median(latency), "max": max(latency)},
-            "latency_ratio": statistics.mean(latency) / base_latency,
-            "straggler_ratio": statistics.mean(o["sample_wall_s"]["max"] / max(o["sample_wall_s"]["median"], 1e-9) for o in outs if o["sample_wall_s"]),
-            "bootstrapped": sum(o["bootstrapped"] for o in outs),
-            "budget_accuracy": statistics.mean(o["budget_accuracy"] for o in outs) if outs[0]["budget_accuracy"] is not None else None,
-        })
+        rows.append(
+            {
+                "row": run["config"],
+                "problems": n,
+                "alpha": run["strategy"].get("alpha"),
+                "accuracy": accuracy,
+                "stderr": (accuracy * (1 - accuracy) / n) ** 0.5,
+                "oracle": sum(o["any_correct"] for o in outs) / n,
+                "rejection": rate(sum(o["rejected"] for o in outs), sum(o["decided"] for o in outs)),
+                "rejection_turn0": rate(sum(o["rejected_turn0"] for o in outs), sum(o["decided_turn0"] for o in outs)),
+                "takeovers_per_problem": statistics.mean(o["rejected"] for o in outs),
+                "turns_per_sample": statistics.mean(o["turns_per_sample"] for o in outs),
+                "draft_tokens_per_problem": statistics.mean(o["tokens_by_model"]["draft"] for o in outs),
+                "target_tokens_per_problem": statistics.mean(o["tokens_by_model"]["target"] for o in outs),
+                "scored_tokens_per_problem": statistics.mean(o["tokens_by_model"]["scored"] for o in outs),
+                "completion_tokens_per_problem": statistics.mean(o["completion_tokens"] for o in outs),
+                "latency_s": {"mean": statistics.mean(latency), "p50": statistics.median(latency), "max": max(latency)},
+                "latency_ratio": statistics.mean(latency) / base_latency,
+                "straggler_ratio": statistics.mean(o["sample_wall_s"]["max"] / max(o["sample_wall_s"]["median"], 1e-9) for o in outs if o["sample_wall_s"]),
+                "bootstrapped": sum(o["bootstrapped"] for o in outs),
+                "budget_accuracy": statistics.mean(o["budget_accuracy"] for o in outs) if outs[0]["budget_accuracy"] is not None else None,
+            }
+        )
     return rows
 
 
@@ -146,14 +155,34 @@ def table(rows: list[dict[str, Any]], reference: str) -> str:
         lo, hi = r["interval95"]
         return f"{r['rate']:.3f} [{lo:.2f}, {hi:.2f}] n={r['decided']}"
 
-    head = ["row", "accuracy ± s.e.", "rejection rate [95% CI]", "turn 0", "takeovers/q", "budget acc.", "turns/sample", "draft/target tok/q", f"latency ÷ {reference}", "slowest ÷ median sample"]
+    head = [
+        "row",
+        "accuracy ± s.e.",
+        "rejection rate [95% CI]",
+        "turn 0",
+        "takeovers/q",
+        "budget acc.",
+        "turns/sample",
+        "draft/target tok/q",
+        f"latency ÷ {reference}",
+        "slowest ÷ median sample",
+    ]
     lines = [head]
     for r in rows:
-        lines.append([
-            r["row"], f"{r['accuracy']:.3f} ± {r['stderr']:.3f}", ci(r["rejection"]), ci(r["rejection_turn0"]),
-            f"{r['takeovers_per_problem']:.1f}", "-" if r["budget_accuracy"] is None else f"{r['budget_accuracy']:.2f}", f"{r['turns_per_sample']:.2f}",
-            f"{r['draft_tokens_per_problem']:.0f}/{r['target_tokens_per_problem']:.0f}", f"{r['latency_ratio']:.2f}", f"{r['straggler_ratio']:.2f}",
-        ])
+        lines.append(
+            [
+                r["row"],
+                f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
+                ci(r["rejection"]),
+                ci(r["rejection_turn0"]),
+                f"{r['takeovers_per_problem']:.1f}",
+                "-" if r["budget_accuracy"] is None else f"{r['budget_accuracy']:.2f}",
+                f"{r['turns_per_sample']:.2f}",
+                f"{r['draft_tokens_per_problem']:.0f}/{r['target_tokens_per_problem']:.0f}",
+                f"{r['latency_ratio']:.2f}",
+                f"{r['straggler_ratio']:.2f}",
+            ]
+        )
     return aligned(lines)
 
 
@@ -165,6 +194,7 @@ async def run(base_url: str, args: argparse.Namespace, checkpoint: Callable[[lis
     gate = asyncio.Semaphore(args.concurrency)
     runs = []
     for name, strategy in configs(args).items():
+
         async def one(p: arithmetic.Problem, strategy: dict[str, Any] = strategy) -> dict[str, Any]:
             async with gate:
                 return await solve(client, p, strategy, args)
@@ -172,7 +202,9 @@ async def run(base_url: str, args: argparse.Namespace, checkpoint: Callable[[lis
         started = time.perf_counter()
         outcomes = list(await asyncio.gather(*(one(p) for p in items)))
         log.info("%s: %.0f s", name, time.perf_counter() - started)
-        runs.append({"config": name, "strategy": strategy, "temperature": 0.8, "rows": ["chosen"], "outcomes": outcomes, "wall_s": time.perf_counter() - started})
+        runs.append(
+            {"config": name, "strategy": strategy, "temperature": 0.8, "rows": ["chosen"], "outcomes": outcomes, "wall_s": time.perf_counter() - started}
+        )
         checkpoint(runs, seeded)
 
 
@@ -209,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
             saved.update(rows=rows, seeded=seeded, flags=result["host"]["flags"], out=out)
 
         asyncio.run(run(bench.base_url, args, checkpoint))
-    print(f"{table(saved['rows'], REFERENCE)}\n\none run; ± is the standard error over problems; pool seeded with {saved['seeded']} scores; host flags: {', '.join(saved['flags'])}\nresult: {saved['out']}")
+    print(
+        f"{table(saved['rows'], REFERENCE)}\n\none run; ± is the standard error over problems; pool seeded with {saved['seeded']} scores; host flags: {', '.join(saved['flags'])}\nresult: {saved['out']}"
+    )
 
 
 if __name__ == "__main__":

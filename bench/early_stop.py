@@ -106,10 +106,18 @@ async def run(base_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             outcomes = await asyncio.gather(*(one(p) for p in items))
             wall = time.monotonic() - started
             log.info("N=%d %s: %d problems in %.1f s", n, name, len(items), wall)
-            results.append({
-                "config": f"N={n} {name}", "n": n, "rule": name, "strategy": strat, "temperature": args.temperature,
-                "rows": ["chosen"], "wall_s": wall, "outcomes": outcomes,
-            })
+            results.append(
+                {
+                    "config": f"N={n} {name}",
+                    "n": n,
+                    "rule": name,
+                    "strategy": strat,
+                    "temperature": args.temperature,
+                    "rows": ["chosen"],
+                    "wall_s": wall,
+                    "outcomes": outcomes,
+                }
+            )
     finally:
         await grader.aclose()
     return results
@@ -123,31 +131,44 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         accuracy = sum(o["correct"]["chosen"] for o in outcomes) / count
         tokens = float(np.mean([o["completion_tokens"] for o in outcomes]))
         base_tokens = float(np.mean([o["completion_tokens"] for o in base["outcomes"]]))
-        rows.append({
-            "n": r["n"],
-            "rule": r["rule"],
-            "problems": count,
-            "accuracy": accuracy,
-            "stderr": stderr(accuracy, count),
-            "tokens_per_problem": tokens,
-            "tokens_ratio": tokens / base_tokens,
-            "stages_per_problem": {s: float(np.mean([o["stages"].get(s, 0) for o in outcomes])) for s in sorted({s for o in outcomes for s in o["stages"]})},
-            "samples_per_problem": float(np.mean([o["samples"] for o in outcomes])),
-            "stopped_per_problem": float(np.mean([o["stopped"] for o in outcomes])),
-            "saved_tokens_per_problem": float(np.mean([o["saved_tokens"] for o in outcomes])),
-            "eflops_ratio": float(np.mean([o["eflops"] for o in outcomes])) / float(np.mean([o["eflops"] for o in base["outcomes"]])),
-            "wall_s_per_problem": r["wall_s"] / count,
-            "wall_ratio": r["wall_s"] / base["wall_s"],
-            "latency_p50_s": float(np.percentile([o["latency_s"] for o in outcomes], 50)),
-        })
+        rows.append(
+            {
+                "n": r["n"],
+                "rule": r["rule"],
+                "problems": count,
+                "accuracy": accuracy,
+                "stderr": stderr(accuracy, count),
+                "tokens_per_problem": tokens,
+                "tokens_ratio": tokens / base_tokens,
+                "stages_per_problem": {
+                    s: float(np.mean([o["stages"].get(s, 0) for o in outcomes])) for s in sorted({s for o in outcomes for s in o["stages"]})
+                },
+                "samples_per_problem": float(np.mean([o["samples"] for o in outcomes])),
+                "stopped_per_problem": float(np.mean([o["stopped"] for o in outcomes])),
+                "saved_tokens_per_problem": float(np.mean([o["saved_tokens"] for o in outcomes])),
+                "eflops_ratio": float(np.mean([o["eflops"] for o in outcomes])) / float(np.mean([o["eflops"] for o in base["outcomes"]])),
+                "wall_s_per_problem": r["wall_s"] / count,
+                "wall_ratio": r["wall_s"] / base["wall_s"],
+                "latency_p50_s": float(np.percentile([o["latency_s"] for o in outcomes], 50)),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["N", "rule", "accuracy ± s.e.", "tokens/problem", "÷ none", "eFLOPs ÷ none", "samples", "stopped", "wall ÷ none"]
     lines = [head] + [
-        [str(r["n"]), r["rule"], f"{r['accuracy']:.3f} ± {r['stderr']:.3f}", f"{r['tokens_per_problem']:.0f}", f"{r['tokens_ratio']:.2f}",
-         f"{r['eflops_ratio']:.2f}", f"{r['samples_per_problem']:.1f}", f"{r['stopped_per_problem']:.1f}", f"{r['wall_ratio']:.2f}"]
+        [
+            str(r["n"]),
+            r["rule"],
+            f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
+            f"{r['tokens_per_problem']:.0f}",
+            f"{r['tokens_ratio']:.2f}",
+            f"{r['eflops_ratio']:.2f}",
+            f"{r['samples_per_problem']:.1f}",
+            f"{r['stopped_per_problem']:.1f}",
+            f"{r['wall_ratio']:.2f}",
+        ]
         for r in rows
     ]
     return aligned(lines)
@@ -172,8 +193,12 @@ def main(argv: list[str] | None = None) -> None:
     with ponder_bench(MODEL, log) as bench:
         results = asyncio.run(run(bench.base_url, args))
     rows = summarize(results)
-    result, out = save_result(f"early_stop-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s}, rows=rows, runs=results)
-    print(f"{table(rows)}\n\none run; ± is the standard error; ratios to the same N without early stop in this run; host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+    result, out = save_result(
+        f"early_stop-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s}, rows=rows, runs=results
+    )
+    print(
+        f"{table(rows)}\n\none run; ± is the standard error; ratios to the same N without early stop in this run; host flags: {', '.join(result['host']['flags'])}\nresult: {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ from typing import Any
 
 import ray
 
+from compute.protocol import SamplingSpec
 from service.engines.pool import EnginePool
 from service.engines.prepare import prepare_model
-from compute.protocol import SamplingSpec
-from service.planning.hardware import host_info
 from service.execution.models import engine_args, engine_env
+from service.planning.hardware import host_info
 from service.settings import ModelSpec, Settings
 
 TOKENS = 64
@@ -83,7 +83,9 @@ async def measure_long(pool: EnginePool, repeats: int) -> dict[str, Any]:
             produced += sum(len(d.token_ids) for d in chunk.deltas)
         return produced, first or 0.0, time.perf_counter() - started
 
-    out: dict[str, list[float]] = {k: [] for k in ("long8_gen_tok_s", "long8_prefill_tok_s", "long8_p50_s", "long8_max_s", "stall_max_gap_s", "stall_ttft_s", "stall_streams_s")}
+    out: dict[str, list[float]] = {
+        k: [] for k in ("long8_gen_tok_s", "long8_prefill_tok_s", "long8_p50_s", "long8_max_s", "stall_max_gap_s", "stall_ttft_s", "stall_streams_s")
+    }
     for r in range(repeats):
         started = time.perf_counter()
         results = await asyncio.gather(*(timed(f"l{r}-{k}", long_prompt(100 * r + k + 1, LONG_PROMPT), TOKENS) for k in range(LONG_CONCURRENT)))
@@ -109,8 +111,16 @@ async def measure_long(pool: EnginePool, repeats: int) -> dict[str, Any]:
 async def run_variant(name: str, spec: ModelSpec, path: str, repeats: int, workloads: set[str]) -> dict[str, Any]:
     args_delta, env_delta = VARIANTS[name]
     variant = replace_spec(spec, args_delta, env_delta)
-    pool = EnginePool(spec=variant, model_path=path, engine_args=engine_args(variant), env=engine_env(variant),
-                      namespace="ponder-bench", start_timeout_s=900, health_interval_s=60, retries=0)
+    pool = EnginePool(
+        spec=variant,
+        model_path=path,
+        engine_args=engine_args(variant),
+        env=engine_env(variant),
+        namespace="ponder-bench",
+        start_timeout_s=900,
+        health_interval_s=60,
+        retries=0,
+    )
     started = time.perf_counter()
     pool.start()
     await pool.wait_ready(900)
@@ -124,8 +134,12 @@ async def run_variant(name: str, spec: ModelSpec, path: str, repeats: int, workl
 
 
 LONG_COLUMNS = (
-    ("long8_gen_tok_s", "8×1500 gen tok/s"), ("long8_prefill_tok_s", "8×1500 prefill tok/s"), ("long8_p50_s", "8×1500 p50 s"),
-    ("long8_max_s", "8×1500 max s"), ("stall_max_gap_s", "decode max gap s"), ("stall_ttft_s", "6000 TTFT s"),
+    ("long8_gen_tok_s", "8×1500 gen tok/s"),
+    ("long8_prefill_tok_s", "8×1500 prefill tok/s"),
+    ("long8_p50_s", "8×1500 p50 s"),
+    ("long8_max_s", "8×1500 max s"),
+    ("stall_max_gap_s", "decode max gap s"),
+    ("stall_ttft_s", "6000 TTFT s"),
     ("stall_streams_s", "4 streams s"),
 )
 
@@ -170,17 +184,31 @@ def main() -> None:
             s, c = row["single_tok_s"], row["concurrent16_tok_s"]
             row["ratio_single"] = statistics.median(s) / statistics.median(base["single_tok_s"])
             row["ratio_concurrent16"] = statistics.median(c) / statistics.median(base["concurrent16_tok_s"])
-            print(f"{row['variant']:<20} {row['startup_s']:>8.1f} {statistics.median(s):>10.1f} [{min(s):.1f}-{max(s):.1f}]"
-                  f" {statistics.median(c):>11.1f} [{min(c):.1f}-{max(c):.1f}] {row['ratio_single']:>13.2f} {row['ratio_concurrent16']:>9.2f}")
+            print(
+                f"{row['variant']:<20} {row['startup_s']:>8.1f} {statistics.median(s):>10.1f} [{min(s):.1f}-{max(s):.1f}]"
+                f" {statistics.median(c):>11.1f} [{min(c):.1f}-{max(c):.1f}] {row['ratio_single']:>13.2f} {row['ratio_concurrent16']:>9.2f}"
+            )
     if "long" in workloads:
         print_long(rows)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or Path(__file__).parent / "results" / f"engine_settings-{stamp}.json"
-    out.write_text(json.dumps({"benchmark": "engine_settings", "timestamp": stamp, "host": host_info(),
-                               "tokens_per_request": TOKENS, "repeats": args.repeats, "workloads": sorted(workloads),
-                               "long": {"prompt": LONG_PROMPT, "concurrent": LONG_CONCURRENT, "stall_prompt": STALL_PROMPT,
-                                        "stall_streams": STALL_STREAMS} if "long" in workloads else None,
-                               "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "engine_settings",
+                "timestamp": stamp,
+                "host": host_info(),
+                "tokens_per_request": TOKENS,
+                "repeats": args.repeats,
+                "workloads": sorted(workloads),
+                "long": {"prompt": LONG_PROMPT, "concurrent": LONG_CONCURRENT, "stall_prompt": STALL_PROMPT, "stall_streams": STALL_STREAMS}
+                if "long" in workloads
+                else None,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -32,8 +32,8 @@ from openai import AsyncOpenAI, BadRequestError
 from bench.accuracy import stderr
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
-from suites import arithmetic, humaneval
 from compute.cost_model import HardwareProfile, ModelShape, max_length, request_cost
+from suites import arithmetic, humaneval
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxLimits
 
@@ -60,7 +60,16 @@ async def fit(client: AsyncOpenAI, shape: ModelShape, args: argparse.Namespace) 
                 response = await client.completions.create(model=MODEL, prompt=prompt, n=n, max_tokens=length, temperature=0.8, extra_body={"ignore_eos": True})
                 times.append(time.monotonic() - started)
             cost = request_cost(shape, UNIT, n, response.usage.prompt_tokens, length)  # n samples of one prompt: counted once
-            points.append({"n": n, "length": length, "seconds": float(np.median(times)), "spread_s": [min(times), max(times)], "flops": cost.compute, "bytes": cost.memory})
+            points.append(
+                {
+                    "n": n,
+                    "length": length,
+                    "seconds": float(np.median(times)),
+                    "spread_s": [min(times), max(times)],
+                    "flops": cost.compute,
+                    "bytes": cost.memory,
+                }
+            )
             log.info("fit N=%d L=%d: %.2f s", n, length, points[-1]["seconds"])
     x = np.array([[p["flops"], p["bytes"], 1.0] for p in points])
     y = np.array([p["seconds"] for p in points])
@@ -70,9 +79,14 @@ async def fit(client: AsyncOpenAI, shape: ModelShape, args: argparse.Namespace) 
     flops_eff = 1.0 / a if a > 0 else float("inf")
     bandwidth_eff = 1.0 / b if b > 0 else float("inf")
     return {
-        "points": points, "seconds_per_flop": float(a), "seconds_per_byte": float(b), "overhead_s": float(t0),
-        "effective_flops": flops_eff, "effective_bandwidth": bandwidth_eff,
-        "effective_intensity": flops_eff / bandwidth_eff if np.isfinite(flops_eff) and np.isfinite(bandwidth_eff) else None, "r2": r2,
+        "points": points,
+        "seconds_per_flop": float(a),
+        "seconds_per_byte": float(b),
+        "overhead_s": float(t0),
+        "effective_flops": flops_eff,
+        "effective_bandwidth": bandwidth_eff,
+        "effective_intensity": flops_eff / bandwidth_eff if np.isfinite(flops_eff) and np.isfinite(bandwidth_eff) else None,
+        "r2": r2,
     }
 
 
@@ -109,7 +123,9 @@ def default_budgets(shape: ModelShape, hardware: HardwareProfile, l_in: int, arg
 async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwareProfile, args: argparse.Namespace) -> list[dict[str, Any]]:
     grader = AnswerGrouper(timeout_s=10)
     sandbox = Sandbox(SandboxLimits(concurrency=2))
-    items: list[Any] = arithmetic.problems(args.problems) if args.suite == "arithmetic" else [p for p in humaneval.problems() if p.has_visible_tests][: args.problems]
+    items: list[Any] = (
+        arithmetic.problems(args.problems) if args.suite == "arithmetic" else [p for p in humaneval.problems() if p.has_visible_tests][: args.problems]
+    )
     l_in = (await client.chat.completions.create(model=MODEL, messages=items[0].messages, max_tokens=1)).usage.prompt_tokens
 
     async def correct(p: Any, text: str) -> bool:
@@ -130,28 +146,43 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
                         extra = {"strategy": strategy} if strategy else None
                         temperature = 0.0 if strategy is None else None
                         try:
-                            response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=cap, temperature=temperature, extra_body=extra)  # type: ignore[arg-type]
+                            response = await client.chat.completions.create(
+                                model=MODEL, messages=p.messages, max_tokens=cap, temperature=temperature, extra_body=extra
+                            )  # type: ignore[arg-type]
                         except BadRequestError as refused:  # a budget that cannot pay for the strategy's minimum
                             return {"problem": p.id, "refused": refused.message}
                         latency = time.monotonic() - started
                     ponder = response.model_extra["ponder"]
                     selection = ponder.get("selection", {})
                     return {
-                        "problem": p.id, "tier": getattr(p, "tier", None),
+                        "problem": p.id,
+                        "tier": getattr(p, "tier", None),
                         "correct": {"chosen": await correct(p, response.choices[0].message.content or "")},
-                        "latency_s": latency, "completion_tokens": response.usage.completion_tokens, "prompt_tokens": response.usage.prompt_tokens,
-                        "eflops": ponder["cost"]["eflops"], "plan": selection.get("plan"), "choice": selection.get("choice"),
+                        "latency_s": latency,
+                        "completion_tokens": response.usage.completion_tokens,
+                        "prompt_tokens": response.usage.prompt_tokens,
+                        "eflops": ponder["cost"]["eflops"],
+                        "plan": selection.get("plan"),
+                        "choice": selection.get("choice"),
                     }
 
                 started = time.monotonic()
                 outcomes = await asyncio.gather(*(one(p) for p in items))
                 wall = time.monotonic() - started
                 log.info("budget %.3g %s (cap %d): %.1f s", budget, name, cap, wall)
-                results.append({
-                    "config": f"{name} @ {budget:.3g} eFLOPs", "budget_eflops": budget, "name": name, "max_tokens": cap,
-                    "strategy": strategy or {"name": "none"}, "temperature": 0.0 if strategy is None else args.temperature,
-                    "rows": ["chosen"], "wall_s": wall, "outcomes": outcomes,
-                })
+                results.append(
+                    {
+                        "config": f"{name} @ {budget:.3g} eFLOPs",
+                        "budget_eflops": budget,
+                        "name": name,
+                        "max_tokens": cap,
+                        "strategy": strategy or {"name": "none"},
+                        "temperature": 0.0 if strategy is None else args.temperature,
+                        "rows": ["chosen"],
+                        "wall_s": wall,
+                        "outcomes": outcomes,
+                    }
+                )
     finally:
         await grader.aclose()
     return results
@@ -166,16 +197,22 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         answered = [o for o in outcomes if "refused" not in o]
         acc = sum(o["correct"]["chosen"] for o in answered) / len(outcomes)
         plans = [o["plan"] for o in answered if o.get("plan")]
-        rows.append({
-            "budget_eflops": r["budget_eflops"], "row": r["name"], "max_tokens": r["max_tokens"], "accuracy": acc, "stderr": stderr(acc, len(outcomes)),
-            "refused": len(outcomes) - len(answered),
-            "eflops_per_problem": float(np.mean([o["eflops"] for o in answered])) if answered else None,
-            "over_budget": sum(o["eflops"] > r["budget_eflops"] for o in answered),
-            "tokens_per_problem": float(np.mean([o["completion_tokens"] for o in answered])) if answered else None,
-            "plans": sorted({f"N={p['n']} cap={p['max_tokens']}" for p in plans}),
-            "choices": sorted({o["choice"] for o in answered if o.get("choice")}),
-            "wall_s_per_problem": r["wall_s"] / len(outcomes),
-        })
+        rows.append(
+            {
+                "budget_eflops": r["budget_eflops"],
+                "row": r["name"],
+                "max_tokens": r["max_tokens"],
+                "accuracy": acc,
+                "stderr": stderr(acc, len(outcomes)),
+                "refused": len(outcomes) - len(answered),
+                "eflops_per_problem": float(np.mean([o["eflops"] for o in answered])) if answered else None,
+                "over_budget": sum(o["eflops"] > r["budget_eflops"] for o in answered),
+                "tokens_per_problem": float(np.mean([o["completion_tokens"] for o in answered])) if answered else None,
+                "plans": sorted({f"N={p['n']} cap={p['max_tokens']}" for p in plans}),
+                "choices": sorted({o["choice"] for o in answered if o.get("choice")}),
+                "wall_s_per_problem": r["wall_s"] / len(outcomes),
+            }
+        )
     return rows
 
 
@@ -186,10 +223,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         if r["eflops_per_problem"] is None:
             lines.append([f"{r['budget_eflops']:.3g}", r["row"], "—", "—", "0", str(r["refused"]), "—", "refused: over budget"])
             continue
-        lines.append([
-            f"{r['budget_eflops']:.3g}", r["row"], f"{r['accuracy']:.3f} ± {r['stderr']:.3f}", f"{r['eflops_per_problem']:.3g}", str(r["over_budget"]),
-            str(r["refused"]), f"{r['tokens_per_problem']:.1f}", ", ".join(r["plans"] or r["choices"] or [f"cap={r['max_tokens']}"]),
-        ])
+        lines.append(
+            [
+                f"{r['budget_eflops']:.3g}",
+                r["row"],
+                f"{r['accuracy']:.3f} ± {r['stderr']:.3f}",
+                f"{r['eflops_per_problem']:.3g}",
+                str(r["over_budget"]),
+                str(r["refused"]),
+                f"{r['tokens_per_problem']:.1f}",
+                ", ".join(r["plans"] or r["choices"] or [f"cap={r['max_tokens']}"]),
+            ]
+        )
     return aligned(lines)
 
 
@@ -229,8 +274,14 @@ def main(argv: list[str] | None = None) -> None:
         fitted, results, hardware = asyncio.run(measure(bench.base_url, args))
     rows = summarize(results)
     result, out = save_result(
-        f"kinetics-{args.suite}", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s, "hardware": hardware.model_dump()},
-        fit=fitted, rows=rows, runs=results,
+        f"kinetics-{args.suite}",
+        bench.started,
+        {"name": bench.spec.name},
+        args,
+        {"startup_s": bench.startup_s, "hardware": hardware.model_dump()},
+        fit=fitted,
+        rows=rows,
+        runs=results,
     )
     fit_line = "cost model fit: skipped"
     if fitted:
@@ -242,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{fit_line}\nprofile: {hardware.name} ({hardware.source}), I = {hardware.intensity:.2f}\n\n{table(rows)}\n\n"
         f"one run; ± is the standard error; host flags: {', '.join(result['host']['flags'])}\nresult: {out}"
     )
+
 
 if __name__ == "__main__":
     main()

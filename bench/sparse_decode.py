@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.server import ROOT, save_result
-from suites import humaneval
-from service.planning.hardware import cpu_dtype
 from service.execution.models import CPU_ENGINE_ENV
+from service.planning.hardware import cpu_dtype
+from suites import humaneval
 
 MODEL_DIR = Path.home() / ".local" / "share" / "ponder" / "models" / "smollm2-135m"
 BLOCK_SIZE = 32
@@ -82,7 +82,12 @@ def run_engine(job: EngineJob, timeout_s: float = 1800) -> dict[str, Any]:
         job_file.write_text(json.dumps(asdict(job)))
         done = subprocess.run(
             [sys.executable, "-m", "bench.sparse_decode", "--engine-job", str(job_file), str(result_file)],
-            env=engine_env(job.budget), cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+            env=engine_env(job.budget),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
         if done.returncode != 0 or not result_file.exists():
             raise RuntimeError(f"engine job (budget {job.budget}) exited with {done.returncode}:\n{done.stderr[-4000:]}")
@@ -97,8 +102,14 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
     llm = LLM(
-        model=job.model, dtype=job.dtype or cpu_dtype(), block_size=job.block_size, max_model_len=job.max_model_len,
-        enforce_eager=True, enable_prefix_caching=True, enable_chunked_prefill=False, seed=0,
+        model=job.model,
+        dtype=job.dtype or cpu_dtype(),
+        block_size=job.block_size,
+        max_model_len=job.max_model_len,
+        enforce_eager=True,
+        enable_prefix_caching=True,
+        enable_chunked_prefill=False,
+        seed=0,
     )
     greedy = SamplingParams(temperature=0.0, max_tokens=job.max_tokens, ignore_eos=job.ignore_eos)
     prefill = SamplingParams(temperature=0.0, max_tokens=1)
@@ -126,8 +137,7 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
             started = time.perf_counter()
             outputs = engine.step()
             step_s.append(time.perf_counter() - started)
-            tokens = next((list(o.outputs[0].token_ids) for o in outputs if o.request_id == f"{tag}-0" and o.finished),
-                          tokens)
+            tokens = next((list(o.outputs[0].token_ids) for o in outputs if o.request_id == f"{tag}-0" and o.finished), tokens)
         return step_s, tokens
 
     if job.prompts:  # the first steps of an engine pay one-off warm-up costs
@@ -141,8 +151,7 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
             reset()
             step_s, tokens = decode(prompt, f"p{i}r{r}")
             repeats.append({"step_s": step_s, "tokens": tokens, "stats": stats()})
-        runs.append({"prompt_tokens": len(prompt), "step_s": [r["step_s"] for r in repeats],
-                     "tokens": repeats[0]["tokens"], "stats": repeats[0]["stats"]})
+        runs.append({"prompt_tokens": len(prompt), "step_s": [r["step_s"] for r in repeats], "tokens": repeats[0]["tokens"], "stats": repeats[0]["stats"]})
     together = None
     if job.together:
         reset()
@@ -160,10 +169,11 @@ def text_prompt(tokenizer: Any, length: int) -> list[int]:
 
 
 def pass_key_prompt(tokenizer: Any, length: int, key: str, depth: float) -> list[int]:
-    head = tokenizer("There is an important piece of information hidden inside a lot of irrelevant text. Find it "
-                     "and memorize it. I will quiz you about it.\n", add_special_tokens=False)["input_ids"]
-    needle = tokenizer(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n",
-                       add_special_tokens=False)["input_ids"]
+    head = tokenizer(
+        "There is an important piece of information hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about it.\n",
+        add_special_tokens=False,
+    )["input_ids"]
+    needle = tokenizer(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n", add_special_tokens=False)["input_ids"]
     question = tokenizer("\nWhat is the pass key? The pass key is", add_special_tokens=False)["input_ids"]
     unit = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
     room = length - len(head) - len(needle) - len(question)
@@ -194,8 +204,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for budget in [None, *budgets]:
         name = "dense" if budget is None else str(budget)
-        job = EngineJob(model=str(args.model), budget=budget, prompts=timing + keys, max_tokens=args.decode_tokens,
-                        batch=args.batch, repeats=args.repeats)
+        job = EngineJob(model=str(args.model), budget=budget, prompts=timing + keys, max_tokens=args.decode_tokens, batch=args.batch, repeats=args.repeats)
         results[name] = run_engine(job)
     rows = []
     for i, context in enumerate(contexts):
@@ -248,18 +257,28 @@ def suite_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         return graded
 
     passed = asyncio.run(grade_all())
-    rows = [{
-        "budget": name, "passed": sum(passed[name]), "problems": len(items), "pass_at_1": sum(passed[name]) / len(items),
-        "same_as_dense": sum(a == d for a, d in zip(answers[name], answers["dense"], strict=True)),
-        "mean_prompt_tokens": statistics.mean(len(p) for p in prompts), "kv_read": kv_read[name],
-    } for name in answers]
+    rows = [
+        {
+            "budget": name,
+            "passed": sum(passed[name]),
+            "problems": len(items),
+            "pass_at_1": sum(passed[name]) / len(items),
+            "same_as_dense": sum(a == d for a, d in zip(answers[name], answers["dense"], strict=True)),
+            "mean_prompt_tokens": statistics.mean(len(p) for p in prompts),
+            "kv_read": kv_read[name],
+        }
+        for name in answers
+    ]
     return {"rows": rows, "passed": passed, "answers": answers}
 
 
 def suite_table(rows: list[dict[str, Any]]) -> str:
     lines = ["KV budget | pass@1 | passed | answers equal to dense | KV read"]
-    lines += [f"{r['budget']} | {r['pass_at_1']:.3f} | {r['passed']}/{r['problems']} | {r['same_as_dense']}/{r['problems']} | "
-              f"{'dense' if r['kv_read'] is None else format(r['kv_read'], '.0%')}" for r in rows]
+    lines += [
+        f"{r['budget']} | {r['pass_at_1']:.3f} | {r['passed']}/{r['problems']} | {r['same_as_dense']}/{r['problems']} | "
+        f"{'dense' if r['kv_read'] is None else format(r['kv_read'], '.0%')}"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -316,24 +335,27 @@ def _layer_times(geometry: Any, context: int, budgets: list[int], batch: int) ->
     output = torch.empty_like(query)
     start = torch.arange(batch + 1, dtype=torch.int32)
     seq_lens = torch.full((batch,), context, dtype=torch.int32)
-    schedule = ops.cpu_attn_get_scheduler_metadata(batch, geometry.num_heads, kvh, head_dim, seq_lens, dtype, start,
-                                                   True, -1, isa, True)
+    schedule = ops.cpu_attn_get_scheduler_metadata(batch, geometry.num_heads, kvh, head_dim, seq_lens, dtype, start, True, -1, isa, True)
     scale = head_dim**-0.5
-    dense = functools.partial(ops.cpu_attention_with_kv_cache, query, key_cache, value_cache, output, start, seq_lens,
-                              scale, True, None, -1, table, 0.0, schedule, None)
+    dense = functools.partial(
+        ops.cpu_attention_with_kv_cache, query, key_cache, value_cache, output, start, seq_lens, scale, True, None, -1, table, 0.0, schedule, None
+    )
     row: dict[str, Any] = {"context": context, "batch": batch, "dense_us": _fastest_us(dense)}
     metadata = CPUAttentionMetadata(
-        num_actual_tokens=batch, max_query_len=1, query_start_loc=start, max_seq_len=context, seq_lens=seq_lens,
-        block_table=table, slot_mapping=torch.empty(0), scheduler_metadata=schedule,
+        num_actual_tokens=batch,
+        max_query_len=1,
+        query_start_loc=start,
+        max_seq_len=context,
+        seq_lens=seq_lens,
+        block_table=table,
+        slot_mapping=torch.empty(0),
+        scheduler_metadata=schedule,
     )
     for budget in budgets:
-        plan = functools.partial(sa.plan_sparse_decode, seq_lens, start, table, None, batch, BLOCK_SIZE,
-                                 sa.top_k_for(budget, BLOCK_SIZE), geometry)
+        plan = functools.partial(sa.plan_sparse_decode, seq_lens, start, table, None, batch, BLOCK_SIZE, sa.top_k_for(budget, BLOCK_SIZE), geometry)
         built = plan()
         if built is not None:
-            row[f"{budget}_us"] = _fastest_us(
-                functools.partial(sa.sparse_attention, query, kv, output, metadata, built, summaries, scale, 0.0)
-            )
+            row[f"{budget}_us"] = _fastest_us(functools.partial(sa.sparse_attention, query, kv, output, metadata, built, summaries, scale, 0.0))
             row[f"{budget}_plan_us"] = _fastest_us(plan)
     return row
 
@@ -384,26 +406,31 @@ def main() -> None:
         model = {"name": "smollm2-135m", "path": str(args.model)}
         args.model = str(args.model)
         parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "greedy": True, "layer_0": "dense"}
-        result, out = save_result("sparse_decode-humaneval", started, model, args, parameters, rows=accuracy["rows"],
-                                  passed=accuracy["passed"], answers=accuracy["answers"])
-        print(f"{suite_table(accuracy['rows'])}\n\nmean prompt {accuracy['rows'][0]['mean_prompt_tokens']:.0f} tokens; one greedy run per "
-              f"budget\nhost flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+        result, out = save_result(
+            "sparse_decode-humaneval", started, model, args, parameters, rows=accuracy["rows"], passed=accuracy["passed"], answers=accuracy["answers"]
+        )
+        print(
+            f"{suite_table(accuracy['rows'])}\n\nmean prompt {accuracy['rows'][0]['mean_prompt_tokens']:.0f} tokens; one greedy run per "
+            f"budget\nhost flags: {', '.join(result['host']['flags'])}\nresult: {out}"
+        )
         return
     measured = measure(args)
     names = ["dense", *args.budgets.split(",")]
-    parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True,
-                  "pass_key_depths": list(DEPTHS), "layer_0": "dense"}
+    parameters = {"block_size": BLOCK_SIZE, "max_model_len": MAX_MODEL_LEN, "enforce_eager": True, "pass_key_depths": list(DEPTHS), "layer_0": "dense"}
     model = {"name": "smollm2-135m", "path": str(args.model)}
     args.model = str(args.model)
-    result, out = save_result("sparse_decode", started, model, args, parameters, rows=measured["rows"],
-                              kernel=measured["kernel"], pass_key=measured["pass_key"], raw=measured["raw"])
+    result, out = save_result(
+        "sparse_decode", started, model, args, parameters, rows=measured["rows"], kernel=measured["kernel"], pass_key=measured["pass_key"], raw=measured["raw"]
+    )
     keys = ", ".join(f"{n}: {sum(found)}/{len(found)}" for n, found in measured["pass_key"].items())
-    print(f"{table(measured['rows'], names, args.decode_tokens)}\n\nmedian decode step (batch {args.batch}); agree = "
-          f"leading greedy tokens equal to dense; KV read = attended / dense KV tokens over all layers\n"
-          f"\none layer's decode attention alone (batch {args.batch}, fastest of 5 rounds):\n"
-          f"{kernel_table(measured['kernel'], [int(b) for b in args.budgets.split(',')])}\n\n"
-          f"pass key found at depths {list(DEPTHS)} of {max(int(c) for c in args.contexts.split(','))} tokens: {keys}\n"
-          f"host flags: {', '.join(result['host']['flags'])}\nresult: {out}")
+    print(
+        f"{table(measured['rows'], names, args.decode_tokens)}\n\nmedian decode step (batch {args.batch}); agree = "
+        f"leading greedy tokens equal to dense; KV read = attended / dense KV tokens over all layers\n"
+        f"\none layer's decode attention alone (batch {args.batch}, fastest of 5 rounds):\n"
+        f"{kernel_table(measured['kernel'], [int(b) for b in args.budgets.split(',')])}\n\n"
+        f"pass key found at depths {list(DEPTHS)} of {max(int(c) for c in args.contexts.split(','))} tokens: {keys}\n"
+        f"host flags: {', '.join(result['host']['flags'])}\nresult: {out}"
+    )
 
 
 if __name__ == "__main__":

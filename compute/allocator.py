@@ -71,11 +71,7 @@ class Cell:
 
     def within(self, other: Cell) -> bool:
         """A configuration inside another (fewer samples, shorter cap, less KV) is never expected to do better."""
-        return (
-            self.n <= other.n
-            and self.max_tokens <= other.max_tokens
-            and _kv_rank(self.kv_budget) <= _kv_rank(other.kv_budget)
-        )
+        return self.n <= other.n and self.max_tokens <= other.max_tokens and _kv_rank(self.kv_budget) <= _kv_rank(other.kv_budget)
 
 
 def _kv_rank(kv_budget: int | None) -> float:
@@ -210,10 +206,7 @@ class AccuracyTable:
         def calibrated(cell: Cell) -> float:
             return _sigmoid(_logit(prior(cell)) + shift)
 
-        posterior = {
-            cell: (right + self.strength * calibrated(cell)) / (tries + self.strength)
-            for cell, (right, tries) in self.tallies.items()
-        }
+        posterior = {cell: (right + self.strength * calibrated(cell)) / (tries + self.strength) for cell, (right, tries) in self.tallies.items()}
         monotone = {cell: max(p for c, p in posterior.items() if c.within(cell)) for cell in posterior}
 
         def predict(cell: Cell) -> float:
@@ -365,15 +358,20 @@ def allocate(
     if max_tokens is not None:
         caps = sorted({c for c in (caps or token_caps(l_in, shape.max_context)) if c <= max_tokens} | {max_tokens})
     grid = candidates(
-        shape, hardware, l_in, sparse_available=sparse_available, block_size=block_size, lengths=lengths,
-        ns=ns, caps=caps, kv_budgets=kv_budgets, terms=terms,
+        shape,
+        hardware,
+        l_in,
+        sparse_available=sparse_available,
+        block_size=block_size,
+        lengths=lengths,
+        ns=ns,
+        caps=caps,
+        kv_budgets=kv_budgets,
+        terms=terms,
     )
     options = kv_options(sparse_available, kv_budgets, block_size)
     seen = {c.cell for c in grid}
-    longest = [
-        c for c in _longest(budget_eflops, shape, hardware, l_in, options, block_size, lengths, terms, max_tokens)
-        if c.cell not in seen
-    ]
+    longest = [c for c in _longest(budget_eflops, shape, hardware, l_in, options, block_size, lengths, terms, max_tokens) if c.cell not in seen]
     prior = Prior(l_in, shape.max_context - l_in, tuple(lengths))
     predict = (table if table is not None else AccuracyTable()).predictor(prior)
     considered = [Considered(c, predict(c.cell), c.worst_eflops <= budget_eflops) for c in grid + longest]
@@ -400,16 +398,11 @@ def _too_small(
 ) -> str:
     if shape.max_context - l_in < 1:
         return "the prompt leaves no room in the context to generate"
-    one_token = min(
-        request_cost(shape, hardware, 1, l_in, 1, kv, block_size if kv is not None else None, terms).total
-        for kv in options
-    )
+    one_token = min(request_cost(shape, hardware, 1, l_in, 1, kv, block_size if kv is not None else None, terms).total for kv in options)
     return f"a budget of {budget_eflops:.4g} eFLOPs does not pay for one token of one sample ({one_token:.4g})"
 
 
-def _reason(
-    best: Considered, feasible: Sequence[Considered], grid: Sequence[Candidate], table: AccuracyModel | None
-) -> str:
+def _reason(best: Considered, feasible: Sequence[Considered], grid: Sequence[Candidate], table: AccuracyModel | None) -> str:
     grid_cells = {c.cell for c in grid}
     if not any(c.candidate.cell in grid_cells for c in feasible):
         return "no configuration on the grid fits the budget: one sample at the longest length it buys"

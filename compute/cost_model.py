@@ -204,9 +204,7 @@ def _attention(shape: ModelShape, hardware: HardwareProfile, computed: float, re
     return Cost(2 * shape.group * d * computed, hardware.intensity * KV_BYTES * d * read)
 
 
-def dense_cost(
-    shape: ModelShape, hardware: HardwareProfile, n: int, l_in: int, l_out: float, terms: Terms = PONDER_TERMS
-) -> Cost:
+def dense_cost(shape: ModelShape, hardware: HardwareProfile, n: int, l_in: int, l_out: float, terms: Terms = PONDER_TERMS) -> Cost:
     """Every sample attends to the whole prompt and its own tokens; the prompt's KV is read once per step for all
     N samples (a shared-prefix kernel), which is what makes sampling cheaper than the same tokens in one long chain."""
     computed = n * (l_in * l_out + l_out**2 / 2)
@@ -229,9 +227,7 @@ def attended_pairs(n: int, l_in: int, l_out: float, kv_budget: int, as_coded: bo
     return n * (budget * l_out - dense_steps**2 / 2)
 
 
-def search_cost(
-    shape: ModelShape, hardware: HardwareProfile, n: int, l_in: int, l_out: float, block_size: int
-) -> Cost:
+def search_cost(shape: ModelShape, hardware: HardwareProfile, n: int, l_in: int, l_out: float, block_size: int) -> Cost:
     """Block top-k scores one summary key per block of b tokens over the whole context at every step: a dot product
     per query head (r*D FLOPs) and one key per KV head read (D bytes: K only, 2 bytes per element). Summaries of
     the prompt's blocks are shared by the samples, like the dense prompt. True division here; the code floors
@@ -349,9 +345,7 @@ def max_length(
     return _bisect(cost, budget_eflops, limit)
 
 
-def _dense_root(
-    shape: ModelShape, hardware: HardwareProfile, budget_eflops: float, n: int, l_in: int, terms: Terms
-) -> int:
+def _dense_root(shape: ModelShape, hardware: HardwareProfile, budget_eflops: float, n: int, l_in: int, terms: Terms) -> int:
     """The dense cost is c0 + a*L + c*L^2 with every term on, so the note's closed form still holds."""
     d, r, i = shape.kv_elements_per_token, shape.group, hardware.intensity
     c0 = 2 * shape.params * l_in + r * d * l_in**2 if terms.prefill else 0.0

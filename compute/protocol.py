@@ -84,4 +84,3 @@ class EngineDead(RuntimeError):
 
 class EngineRequestError(ValueError):
     """The engine refused the request itself (the caller's fault, never the engine's)."""
-

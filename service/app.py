@@ -14,25 +14,25 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.dashboard import routes as dashboard
-from service.state import store
-from service.state.results import installed_results_dir
 from service.api import cost_routes, ledger_routes
-from service.planning.accuracy import AccuracyBook
 from service.api.auth import AuthMiddleware, KeyRing, Quotas
 from service.api.errors import APIError, install_error_handlers
+from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import document_requests
+from service.api.presets import load_presets
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.serving import OutputFormat, read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
+from service.dashboard import routes as dashboard
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
-from service.planning.hardware import host_info
-from service.state.ledger import Ledger
-from service.api.middleware import RequestIdMiddleware
 from service.execution.models import ServedModel, build_served_model
-from service.api.presets import load_presets
 from service.execution.pricing import Pricing, hardware_profile
+from service.planning.accuracy import AccuracyBook
+from service.planning.hardware import host_info
 from service.settings import Settings
+from service.state import store
+from service.state.ledger import Ledger
+from service.state.results import installed_results_dir
 
 log = logging.getLogger(__name__)
 

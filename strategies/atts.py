@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from strategies.base import Candidate, CalibrationStore, Context, Rollout, StrategyResult, Task
+from strategies.base import CalibrationStore, Candidate, Context, Rollout, StrategyResult, Task
 from strategies.best_of_n import Select, logprobs_needed, select_among, tests_for
 from strategies.conformal import Decision, Rule, alpha_for_takeovers, budget_accuracy, decide, perplexity, rejection_interval
 from strategies.voting import Score
@@ -352,9 +352,7 @@ async def atts(ctx: Context, params: ATTSParams) -> StrategyResult:
     if store is not None:
         await store.count(marginal, samples=len(samples), chunks=len(decided))
 
-    candidates = [
-        Candidate(Rollout(s.index, s.text, s.token_ids, s.logprobs, s.finish_reason), answer=extract_answer(s.text)) for s in samples
-    ]
+    candidates = [Candidate(Rollout(s.index, s.text, s.token_ids, s.logprobs, s.finish_reason), answer=extract_answer(s.text)) for s in samples]
     chosen, selection = await select_among(ctx, candidates, params.select, params.score, tests)
     takeovers = sum(t.reject for t in decided)
     walls = [s.wall_s for s in samples if s.wall_s is not None]
@@ -371,7 +369,13 @@ async def atts(ctx: Context, params: ATTSParams) -> StrategyResult:
         "tokens_by_model": loop.tokens,
         "sample_wall_s": {"max": round(max(walls), 4), "median": round(statistics.median(walls), 4)} if walls else None,
         "samples": [
-            {"index": s.index, "finish_reason": s.finish_reason, "wall_s": round(s.wall_s or 0.0, 4), "answer": c.answer, "turns": [t.report() for t in s.turns]}
+            {
+                "index": s.index,
+                "finish_reason": s.finish_reason,
+                "wall_s": round(s.wall_s or 0.0, 4),
+                "answer": c.answer,
+                "turns": [t.report() for t in s.turns],
+            }
             for s, c in zip(samples, candidates, strict=True)
         ],
         **selection,

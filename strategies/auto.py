@@ -121,7 +121,9 @@ async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
         return StrategyResult([Candidate(c.rollout, answer=c.answer, group=c.group) for c in voters], chosen, {**report, **tally.report(voters)})
     plan, _, _ = plan_for(planning, ComputeBudget(eflops=budget - spent))
     ctx.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens)
-    inner: BaseModel = MajorityParams(n=plan.n, temperature=temperature) if choice == "majority" else BestOfNParams(n=plan.n, temperature=temperature, select="code_tests")
+    inner: BaseModel = (
+        MajorityParams(n=plan.n, temperature=temperature) if choice == "majority" else BestOfNParams(n=plan.n, temperature=temperature, select="code_tests")
+    )
     result = await ctx.run(inner)
     report["plan"] = {**plan_report(plan), "bin": bin_, "choice": choice, "agreement": agreement}
     report["inner"] = result.selection

@@ -46,9 +46,7 @@ def tests_for(task: Task, needed_by: str = "select=code_tests") -> tuple[list[Te
     entry = task.verifier.entry_point or entry_point_of(stub)
     tests = caller_tests(task.verifier.tests) if task.verifier.tests else visible_tests(task.text, entry)
     if not tests:
-        raise StrategyInputError(
-            f"{needed_by} needs tests: pass verifier.tests, or show examples (doctests) in the prompt", "verifier.tests"
-        )
+        raise StrategyInputError(f"{needed_by} needs tests: pass verifier.tests, or show examples (doctests) in the prompt", "verifier.tests")
     return tests, stub, entry
 
 

@@ -56,7 +56,9 @@ class ComputeBudget(BaseModel):
             return planning.hardware.eflops_in(self.seconds)
         assert self.dollars is not None
         if planning.hardware.price_per_hour is None:
-            raise StrategyInputError(f"a budget in dollars needs the price of the {planning.hardware.name} profile: set PONDER_HARDWARE_PRICE_PER_HOUR", "strategy.budget.dollars")
+            raise StrategyInputError(
+                f"a budget in dollars needs the price of the {planning.hardware.name} profile: set PONDER_HARDWARE_PRICE_PER_HOUR", "strategy.budget.dollars"
+            )
         return planning.hardware.eflops_for(self.dollars)
 
 
@@ -83,8 +85,15 @@ def plan_for(planning: Planning, budget: ComputeBudget, sparse: bool = True) -> 
     replicas = planning.sparse if sparse else {}
     try:
         plan, considered = allocate(
-            eflops, planning.shape, planning.hardware, planning.prompt_tokens, AccuracyTable(planning.observations), bool(replicas),
-            block_size=planning.block_size or CPU_BLOCK_SIZE, lengths=planning.lengths, kv_budgets=sorted(replicas),
+            eflops,
+            planning.shape,
+            planning.hardware,
+            planning.prompt_tokens,
+            AccuracyTable(planning.observations),
+            bool(replicas),
+            block_size=planning.block_size or CPU_BLOCK_SIZE,
+            lengths=planning.lengths,
+            kv_budgets=sorted(replicas),
             max_tokens=planning.max_tokens,
         )
     except BudgetTooSmall as exc:
@@ -124,14 +133,25 @@ def best_considered(considered: list[Considered], shown: int = SHOWN) -> list[Co
 def considered_report(c: Considered) -> dict[str, Any]:
     k = c.candidate
     return {
-        "n": k.n, "max_tokens": k.max_tokens, "kv_budget": k.kv_budget, "predicted_accuracy": round(c.accuracy, 4),
-        "predicted_eflops": k.predicted_eflops, "worst_eflops": k.worst_eflops, "feasible": c.feasible,
+        "n": k.n,
+        "max_tokens": k.max_tokens,
+        "kv_budget": k.kv_budget,
+        "predicted_accuracy": round(c.accuracy, 4),
+        "predicted_eflops": k.predicted_eflops,
+        "worst_eflops": k.worst_eflops,
+        "feasible": c.feasible,
     }
 
 
 def plan_report(plan: Plan) -> dict[str, Any]:
     return {
-        "n": plan.n, "max_tokens": plan.max_tokens, "kv_budget": plan.kv_budget, "block_size": plan.block_size,
-        "attention": "dense" if plan.kv_budget is None else "block_topk", "predicted_accuracy": round(plan.predicted_accuracy, 4),
-        "predicted_eflops": plan.predicted_eflops, "worst_eflops": plan.worst_eflops, "reason": plan.reason,
+        "n": plan.n,
+        "max_tokens": plan.max_tokens,
+        "kv_budget": plan.kv_budget,
+        "block_size": plan.block_size,
+        "attention": "dense" if plan.kv_budget is None else "block_topk",
+        "predicted_accuracy": round(plan.predicted_accuracy, 4),
+        "predicted_eflops": plan.predicted_eflops,
+        "worst_eflops": plan.worst_eflops,
+        "reason": plan.reason,
     }

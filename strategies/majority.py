@@ -64,7 +64,9 @@ class VotingKnobs(SamplingKnobs):
         if self.rollout.name in PLANNERS:
             raise ValueError(f"{self.rollout.name} plans the whole request's budget, so it cannot be one of its rollouts")
         if isinstance(self.early_stop, DeepConfStop | ProbeStop):
-            raise ValueError(f"early_stop {self.early_stop.name} watches one sampled trace's tokens, and a composed rollout is a whole strategy run: use adaptive or none")
+            raise ValueError(
+                f"early_stop {self.early_stop.name} watches one sampled trace's tokens, and a composed rollout is a whole strategy run: use adaptive or none"
+            )
         return self
 
 

@@ -162,7 +162,9 @@ async def distill(
         chosen = [summaries[i] for i in survivors]
         return [render(chosen)] * next_size, tournament.path_tokens
     prompt = DISTILL_PROMPT.format(problem=ctx.task.text, attempts=render(pool))
-    written = await ctx.generate(1, temperature=params.summary_temperature, max_tokens=params.workspace_tokens, stage="distill", messages=[{"role": "user", "content": prompt}])
+    written = await ctx.generate(
+        1, temperature=params.summary_temperature, max_tokens=params.workspace_tokens, stage="distill", messages=[{"role": "user", "content": prompt}]
+    )
     if not written:
         return [None] * next_size, 0
     record["workspace"] = written[0].text

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from strategies.atts import ATTSParams, atts
-from strategies.auto import AutoParams, auto
 from strategies.atts import check as check_atts
+from strategies.auto import AutoParams, auto
 from strategies.base import Context, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, best_of_n
 from strategies.best_of_n import check as check_best_of_n
@@ -42,7 +42,11 @@ for _composing in (MajorityParams, BestOfNParams):  # their `rollout` may itself
 STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr, "atts": atts, "kinetics": kinetics, "auto": auto}
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
 CHECKS: dict[str, Callable[[Task, Any], None]] = {
-    "best_of_n": check_best_of_n, "rtv": check_rollouts, "pdr": check_rollouts, "atts": check_atts, "kinetics": check_kinetics,
+    "best_of_n": check_best_of_n,
+    "rtv": check_rollouts,
+    "pdr": check_rollouts,
+    "atts": check_atts,
+    "kinetics": check_kinetics,
 }
 STRATEGY_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
 

@@ -70,7 +70,15 @@ class Trajectory:
 
 
 async def run_rollouts(
-    ctx: Context, n: int, knobs: RolloutKnobs, *, temperature: float, top_p: float, messages: list[dict[str, str]] | None = None, first_index: int = 0, stage: str = "sample"
+    ctx: Context,
+    n: int,
+    knobs: RolloutKnobs,
+    *,
+    temperature: float,
+    top_p: float,
+    messages: list[dict[str, str]] | None = None,
+    first_index: int = 0,
+    stage: str = "sample",
 ) -> list[Trajectory]:
     """N rollouts of one prompt (the task's own, or `messages`), sampled in one engine request."""
     first = await ctx.generate(n, temperature=temperature, top_p=top_p, messages=messages, stage=stage)
@@ -83,8 +91,16 @@ async def run_rollouts(
 
 
 async def agent_loop(
-    ctx: Context, trajectory: Trajectory, steps: int, tests: list[TestCase], stub: str, entry: str | None,
-    conversation: list[dict[str, str]], temperature: float, top_p: float, stage: str,
+    ctx: Context,
+    trajectory: Trajectory,
+    steps: int,
+    tests: list[TestCase],
+    stub: str,
+    entry: str | None,
+    conversation: list[dict[str, str]],
+    temperature: float,
+    top_p: float,
+    stage: str,
 ) -> None:
     while True:
         attempt = trajectory.attempts[-1]

@@ -98,14 +98,23 @@ class SummaryJudge:
 
     async def __call__(self, order: list[int], votes: int) -> Verdicts:
         k = self.knobs
-        key = {"model": self.ctx.model, "version": JUDGE_VERSION, "problem": self.ctx.task.text, "shown": [self.shown[i] for i in order],
-               "temperature": k.judge_temperature, "max_tokens": k.judge_tokens, "votes": votes}
+        key = {
+            "model": self.ctx.model,
+            "version": JUDGE_VERSION,
+            "problem": self.ctx.task.text,
+            "shown": [self.shown[i] for i in order],
+            "temperature": k.judge_temperature,
+            "max_tokens": k.judge_tokens,
+            "votes": votes,
+        }
         cached = await self.ctx.cache.get("votes", key)
         if cached is not None:
             return Verdicts(cached["picks"])
         listing = "\n\n".join(f"[{pos + 1}]\n{self.shown[i]}" for pos, i in enumerate(order))
         prompt = JUDGE_PROMPT.format(problem=self.ctx.task.text, count=len(order), candidates=listing)
-        answers = await self.ctx.generate(votes, temperature=k.judge_temperature, max_tokens=k.judge_tokens, stage="judge", messages=[{"role": "user", "content": prompt}])
+        answers = await self.ctx.generate(
+            votes, temperature=k.judge_temperature, max_tokens=k.judge_tokens, stage="judge", messages=[{"role": "user", "content": prompt}]
+        )
         picks = [parse_pick(a.text, len(order)) for a in answers]
         spent = [a.prompt_tokens + len(a.token_ids) for a in answers]
         if len(answers) == votes and not any(a.cut_short for a in answers):
@@ -163,9 +172,13 @@ async def rtv(ctx: Context, params: RTVParams) -> StrategyResult:
     survivors, tournament = await run_tournament(ctx, trajectories, summaries, params, params.keep, random.Random(params.seed), "final")
     by_index = {c.index: c for c in candidates}
     sequential = max(t.path_tokens for t in trajectories) + max((s.tokens for s in summaries.values()), default=0) + tournament.path_tokens
-    return StrategyResult(candidates, by_index[survivors[0]], {
-        "method": "rtv",
-        **tournament_report(tournament, survivors, len(candidates)),
-        "summaries": [s.report() for s in summaries.values()],
-        "cost": {"sequential_tokens": sequential, "summary_calls": sum(1 for s in summaries.values() if s.tokens)},
-    })
+    return StrategyResult(
+        candidates,
+        by_index[survivors[0]],
+        {
+            "method": "rtv",
+            **tournament_report(tournament, survivors, len(candidates)),
+            "summaries": [s.report() for s in summaries.values()],
+            "cost": {"sequential_tokens": sequential, "summary_calls": sum(1 for s in summaries.values() if s.tokens)},
+        },
+    )

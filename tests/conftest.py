@@ -116,7 +116,16 @@ def ray_address() -> Iterator[str]:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     port = free_port()
     subprocess.run(
-        [ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false", "--disable-usage-stats"],
+        [
+            ray_bin(),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            f"--num-cpus={os.cpu_count()}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )

@@ -52,11 +52,7 @@ def caller_tests(tests: str | list[str]) -> list[TestCase]:
     """Tests from the API caller: each list item one test (assert statements, a snippet, or a HumanEval-style
     `check(candidate)` definition that `run_tests` calls with the entry point)."""
     items = [tests] if isinstance(tests, str) else tests
-    return [
-        TestCase(item, "check(candidate)" if re.search(r"^def check\s*\(", item, re.MULTILINE) else _shorten(item))
-        for item in items
-        if item.strip()
-    ]
+    return [TestCase(item, "check(candidate)" if re.search(r"^def check\s*\(", item, re.MULTILINE) else _shorten(item)) for item in items if item.strip()]
 
 
 _DOCTEST = """\
@@ -186,9 +182,7 @@ def visible_tests(prompt: str, entry_point: str | None = None) -> list[TestCase]
     return list(dict.fromkeys([*_doctest_tests(prompt), *_arrow_tests(prompt, entry_point)]))
 
 
-async def run_tests(
-    sandbox: Sandbox, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None
-) -> TestReport:
+async def run_tests(sandbox: Sandbox, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
     """Score the program on each test, in one sandboxed run. A program that fails to load has status "error" and
     fails every test that uses it; tests without a verdict when the run ends (timeout, kill) fail."""
     if not tests:

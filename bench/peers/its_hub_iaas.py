@@ -38,8 +38,9 @@ def main() -> None:
     args = parser.parse_args()
 
     def client() -> OpenAICompatibleLanguageModel:
-        return OpenAICompatibleLanguageModel(endpoint=args.endpoint, api_key=API_KEY, model_name=args.model,
-                                             temperature=args.temperature, max_completion_tokens=args.max_tokens)
+        return OpenAICompatibleLanguageModel(
+            endpoint=args.endpoint, api_key=API_KEY, model_name=args.model, temperature=args.temperature, max_completion_tokens=args.max_tokens
+        )
 
     if args.best_of_n:
         iaas._state.gateway = ITSGateway(algorithm=BestOfN(orm=LLMJudge(lm=client())))

@@ -68,8 +68,17 @@ def _summary(run: RowRun) -> dict[str, Any]:
 
 def raw(run: RowRun) -> dict[str, Any]:
     """Everything measured, per problem, so the table can be recomputed from the result file."""
-    return {"suite": run.suite, "row": run.row.label, "server": run.row.server, "engine": run.row.engine, "request_fields": run.row.extra_body,
-            "wall_s": run.wall_s, "engine_counters": run.engine, "failed": run.failed, "outcomes": [asdict(o) for o in run.outcomes]}
+    return {
+        "suite": run.suite,
+        "row": run.row.label,
+        "server": run.row.server,
+        "engine": run.row.engine,
+        "request_fields": run.row.extra_body,
+        "wall_s": run.wall_s,
+        "engine_counters": run.engine,
+        "failed": run.failed,
+        "outcomes": [asdict(o) for o in run.outcomes],
+    }
 
 
 def _tokens(value: float | None, missing: int) -> str:
@@ -96,25 +105,51 @@ def _line(r: dict[str, Any]) -> list[str]:
     ]
 
 
-HEAD = ["row", "accuracy ± s.e.", "p50 / p95 s", "p50 ÷ plain", "completion tokens reported / engine", "reported ÷ engine",
-        "total tokens reported / engine", "engine requests (HTTP calls)"]
+HEAD = [
+    "row",
+    "accuracy ± s.e.",
+    "p50 / p95 s",
+    "p50 ÷ plain",
+    "completion tokens reported / engine",
+    "reported ÷ engine",
+    "total tokens reported / engine",
+    "engine requests (HTTP calls)",
+]
 
 
-def table(rows: list[dict[str, Any]], sizes: dict[str, dict[str, Any]], host: dict[str, Any], versions: dict[str, str], peers: dict[str, dict[str, str]]) -> str:
+def table(
+    rows: list[dict[str, Any]], sizes: dict[str, dict[str, Any]], host: dict[str, Any], versions: dict[str, str], peers: dict[str, dict[str, str]]
+) -> str:
     """Markdown, one table per suite, each row's note below it: what the system did with the N, temperature and cap
     it was asked for."""
     peer_versions = ", ".join(f"{name} {v.get(name, 'not built')}" for name, v in peers.items())
-    lines = [(f"host: {host['cpu']}, {host['cores']} cores, flags {' '.join(host['flags'])}, engine dtype {host['engine_dtype']}; "
-              f"vllm {versions['vllm']}, ponder {versions['ponder']}, {peer_versions}")]
+    lines = [
+        (
+            f"host: {host['cpu']}, {host['cores']} cores, flags {' '.join(host['flags'])}, engine dtype {host['engine_dtype']}; "
+            f"vllm {versions['vllm']}, ponder {versions['ponder']}, {peer_versions}"
+        )
+    ]
     for suite, size in sizes.items():
-        lines += ["", (f"{suite}: {size['problems']} problems, N={size['n']}, T={size['temperature']}, max_tokens {size['max_tokens']}; "
-                       "tokens and engine requests per problem; p50 ÷ the plain call on the same engine"), "",
-                  "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        lines += [
+            "",
+            (
+                f"{suite}: {size['problems']} problems, N={size['n']}, T={size['temperature']}, max_tokens {size['max_tokens']}; "
+                "tokens and engine requests per problem; p50 ÷ the plain call on the same engine"
+            ),
+            "",
+            "| " + " | ".join(HEAD) + " |",
+            "|" + "---|" * len(HEAD),
+        ]
         mine = [r for r in rows if r["suite"] == suite]
         lines += ["| " + " | ".join(_line(r)) + " |" for r in mine]
         lines += [""] + [f"- {r['row']}: {r['note']}" for r in mine if r["note"]]
-    lines += ["", ("± is the standard error sqrt(p(1-p)/n). Engine counts: vLLM's Prometheus counters (a request with n samples is n "
-                   "engine requests, each counting the prompt; HTTP: calls to its chat route); Ponder: its engine's generated tokens "
-                   "(/health) and the completions the gateway ran (/metrics). † Ponder's engine exports no prompt count: its total "
-                   "adds the gateway's prompt tokens, counted once per prompt where vLLM's engine counts a prompt once per sample.")]
+    lines += [
+        "",
+        (
+            "± is the standard error sqrt(p(1-p)/n). Engine counts: vLLM's Prometheus counters (a request with n samples is n "
+            "engine requests, each counting the prompt; HTTP: calls to its chat route); Ponder: its engine's generated tokens "
+            "(/health) and the completions the gateway ran (/metrics). † Ponder's engine exports no prompt count: its total "
+            "adds the gateway's prompt tokens, counted once per prompt where vLLM's engine counts a prompt once per sample."
+        ),
+    ]
     return "\n".join(lines)

@@ -120,8 +120,15 @@ async def run_row(http: httpx.AsyncClient, base_url: str, engine_url: str, row: 
     after = await counters.settled(read, http, engine_url)
     run = RowRun(row, suite.name, suite.sampling, wall, counters.delta(before, after), list(outcomes))
     errors = sum(o.error is not None for o in outcomes)
-    log.info("%s / %s: %d problems in %.1f s, accuracy %.3f%s", suite.name, row.label, len(outcomes), wall,
-             sum(o.correct for o in outcomes) / len(outcomes), f", {errors} errors (first: {next(o.error for o in outcomes if o.error)})" if errors else "")
+    log.info(
+        "%s / %s: %d problems in %.1f s, accuracy %.3f%s",
+        suite.name,
+        row.label,
+        len(outcomes),
+        wall,
+        sum(o.correct for o in outcomes) / len(outcomes),
+        f", {errors} errors (first: {next(o.error for o in outcomes if o.error)})" if errors else "",
+    )
     return run
 
 
@@ -140,7 +147,9 @@ def server(side: Side, log_dir: Path, servers: dict[str, Any], tag: str) -> Iter
         yield base_url
 
 
-async def peer_phase(args: argparse.Namespace, suites: list[Suite], spec: Any, model_dir: Path, built: dict[str, dict[str, str]], log_dir: Path, servers: dict[str, Any]) -> list[RowRun]:
+async def peer_phase(
+    args: argparse.Namespace, suites: list[Suite], spec: Any, model_dir: Path, built: dict[str, dict[str, str]], log_dir: Path, servers: dict[str, Any]
+) -> list[RowRun]:
     """vLLM's server (bench.overhead's: Ponder's engine arguments and environment), started once; per suite its
     plain call, then each peer in front of it in turn. A peer that cannot start, or was not built, fails its own
     rows only."""
@@ -152,7 +161,9 @@ async def peer_phase(args: argparse.Namespace, suites: list[Suite], spec: Any, m
     return runs
 
 
-async def peer_suite(http: httpx.AsyncClient, vllm_url: str, args: argparse.Namespace, suite: Suite, built: dict[str, dict[str, str]], log_dir: Path, servers: dict[str, Any]) -> list[RowRun]:
+async def peer_suite(
+    http: httpx.AsyncClient, vllm_url: str, args: argparse.Namespace, suite: Suite, built: dict[str, dict[str, str]], log_dir: Path, servers: dict[str, Any]
+) -> list[RowRun]:
     s = suite.sampling
     rows = systems.peer_rows(MODEL, suite.name, s)
     direct = rows[0]
@@ -162,7 +173,10 @@ async def peer_suite(http: httpx.AsyncClient, vllm_url: str, args: argparse.Name
     if "optillm" in args.systems:
         peers.append(("optillm", lambda: systems.optillm_server(args.cache, vllm_url, free_port(), s)))
     if "its_hub" in args.systems:
-        peers += [(key, lambda bon=bon: systems.its_hub_server(args.cache, vllm_url, MODEL, free_port(), s, bon)) for key, bon in (("its_hub", False), ("its_hub_bon", True))]
+        peers += [
+            (key, lambda bon=bon: systems.its_hub_server(args.cache, vllm_url, MODEL, free_port(), s, bon))
+            for key, bon in (("its_hub", False), ("its_hub_bon", True))
+        ]
     for key, side in peers:
         mine = [r for r in rows if r.server == key]
         peer = envs.ITS_HUB.name if key.startswith("its_hub") else key
@@ -210,12 +224,19 @@ def build_environments(args: argparse.Namespace) -> dict[str, dict[str, str]]:
     return built
 
 
-async def measure(args: argparse.Namespace, built: dict[str, dict[str, str]], spec: Any, state_path: Path, model_dir: Path) -> tuple[list[Suite], list[RowRun], dict[str, Any], Path]:
+async def measure(
+    args: argparse.Namespace, built: dict[str, dict[str, str]], spec: Any, state_path: Path, model_dir: Path
+) -> tuple[list[Suite], list[RowRun], dict[str, Any], Path]:
     log_dir = Path(tempfile.mkdtemp(prefix="ponder-bench-peers-"))
     grader, sandbox = AnswerGrouper(timeout_s=10), Sandbox(SandboxLimits(concurrency=2))
     suites = [
-        Suite(name, arithmetic.problems(args.arithmetic_problems) if name == "arithmetic" else humaneval.problems(args.humaneval_problems),
-              Sampling(args.n, args.temperature, args.arithmetic_max_tokens if name == "arithmetic" else args.humaneval_max_tokens), grader, sandbox)
+        Suite(
+            name,
+            arithmetic.problems(args.arithmetic_problems) if name == "arithmetic" else humaneval.problems(args.humaneval_problems),
+            Sampling(args.n, args.temperature, args.arithmetic_max_tokens if name == "arithmetic" else args.humaneval_max_tokens),
+            grader,
+            sandbox,
+        )
         for name in args.suites
     ]
     servers: dict[str, Any] = {}
@@ -259,6 +280,5 @@ def main(argv: list[str] | None = None) -> None:
     sizes = {s.name: {"problems": len(s.problems), **asdict(s.sampling)} for s in suites}
     parameters = {"suites": sizes, "model": MODEL, "server_logs": str(log_dir), "servers": servers}
     recorded = argparse.Namespace(**{**vars(args), "cache": str(args.cache)})
-    result, out = save_result("peers", started, {"name": spec.name}, recorded, parameters, peers=built, rows=rows,
-                              runs=[report.raw(r) for r in runs])
+    result, out = save_result("peers", started, {"name": spec.name}, recorded, parameters, peers=built, rows=rows, runs=[report.raw(r) for r in runs])
     print(f"{report.table(rows, sizes, result['host'], result['versions'], built)}\n\nresult: {out}")

@@ -47,8 +47,21 @@ def optillm_server(cache: Path, vllm_url: str, port: int, sampling: Sampling) ->
 
 def its_hub_server(cache: Path, vllm_url: str, model: str, port: int, sampling: Sampling, best_of_n: bool) -> Side:
     """IaaS with its LM client's sampling set (its_hub_iaas.py says why); it has no /health."""
-    command = [ITS_HUB.bin(cache, "python"), str(ITS_HUB_IAAS), "--port", str(port), "--endpoint", f"{vllm_url}/v1", "--model", model,
-               "--temperature", str(sampling.temperature), "--max-tokens", str(sampling.max_tokens), *(["--best-of-n"] if best_of_n else [])]
+    command = [
+        ITS_HUB.bin(cache, "python"),
+        str(ITS_HUB_IAAS),
+        "--port",
+        str(port),
+        "--endpoint",
+        f"{vllm_url}/v1",
+        "--model",
+        model,
+        "--temperature",
+        str(sampling.temperature),
+        "--max-tokens",
+        str(sampling.max_tokens),
+        *(["--best-of-n"] if best_of_n else []),
+    ]
     name = "its_hub_bon" if best_of_n else "its_hub"
     return Side(name, command, port, start_timeout_s=120, stop_grace_s=15, engine_args={}, engine_env={}, health_path="/v1/models")
 
@@ -65,29 +78,70 @@ def peer_rows(model: str, suite: str, s: Sampling) -> list[Row]:
     capped = f"T={s.temperature}, {s.max_tokens} tokens"
     return [
         Row("vLLM direct (plain)", "vllm", "vllm", model, note=f"one sample, {capped}"),
-        Row("optillm majority_voting", "optillm", "vllm", f"majority_voting-{model}", {"k": s.n},
+        Row(
+            "optillm majority_voting",
+            "optillm",
+            "vllm",
+            f"majority_voting-{model}",
+            {"k": s.n},
             note="k samples in one n=k request; votes on the normalized reply (or its 'answer:' line); like every non-`none` "
-                 "approach it resends the chat as an empty system message and 'User: <text>'"),
-        Row("optillm bon", "optillm", "vllm", f"bon-{model}",
-            note="samples at temperature 1 whatever is asked (hard-coded), same rewritten chat; the model rates each reply 0-10, "
-                 "one call each"),
-        Row("its_hub self-consistency", "its_hub", "vllm", model, {"budget": s.n},
-            note="N requests of n=1; votes on a regex capture; T and the cap set on its LM client (IaaS drops the request's)"),
-        Row("its_hub best-of-N (LLM judge)", "its_hub_bon", "vllm", model, {"budget": s.n},
-            note="library BestOfN + LLMJudge (the model scores each reply 0-10 as JSON) behind IaaS, which serves only self-consistency"),
+            "approach it resends the chat as an empty system message and 'User: <text>'",
+        ),
+        Row(
+            "optillm bon",
+            "optillm",
+            "vllm",
+            f"bon-{model}",
+            note="samples at temperature 1 whatever is asked (hard-coded), same rewritten chat; the model rates each reply 0-10, one call each",
+        ),
+        Row(
+            "its_hub self-consistency",
+            "its_hub",
+            "vllm",
+            model,
+            {"budget": s.n},
+            note="N requests of n=1; votes on a regex capture; T and the cap set on its LM client (IaaS drops the request's)",
+        ),
+        Row(
+            "its_hub best-of-N (LLM judge)",
+            "its_hub_bon",
+            "vllm",
+            model,
+            {"budget": s.n},
+            note="library BestOfN + LLMJudge (the model scores each reply 0-10 as JSON) behind IaaS, which serves only self-consistency",
+        ),
     ]
 
 
 def ponder_rows(model: str, suite: str, s: Sampling) -> list[Row]:
     code = suite == "humaneval"
-    best_of_n = {"name": "best_of_n", "n": s.n, "temperature": s.temperature, "select": "code_tests" if code else "logprob", "score": "self_certainty" if code else "logprob"}
+    best_of_n = {
+        "name": "best_of_n",
+        "n": s.n,
+        "temperature": s.temperature,
+        "select": "code_tests" if code else "logprob",
+        "score": "self_certainty" if code else "logprob",
+    }
     rtv = {"name": "rtv", "n": s.n, "temperature": s.temperature, "group_size": 2, "votes": 3, "keep": 1}
     return [
         Row("Ponder plain", "ponder", "ponder", model, {"strategy": {"name": "none"}}, note="one sample"),
-        Row("Ponder majority", "ponder", "ponder", model, {"strategy": {"name": "majority", "n": s.n, "temperature": s.temperature}},
-            note="n=N in one engine request; votes on extracted answers grouped by math-verify"),
-        Row("Ponder best_of_n", "ponder", "ponder", model, {"strategy": best_of_n},
-            note="picks by the prompt's visible examples run in the sandbox (self-certainty where it has none)" if code else "picks by mean token log-probability"),
-        Row("Ponder rtv", "ponder", "ponder", model, {"strategy": rtv},
-            note="N rollouts summarized, pairs judged 3 times each, until one remains"),
+        Row(
+            "Ponder majority",
+            "ponder",
+            "ponder",
+            model,
+            {"strategy": {"name": "majority", "n": s.n, "temperature": s.temperature}},
+            note="n=N in one engine request; votes on extracted answers grouped by math-verify",
+        ),
+        Row(
+            "Ponder best_of_n",
+            "ponder",
+            "ponder",
+            model,
+            {"strategy": best_of_n},
+            note="picks by the prompt's visible examples run in the sandbox (self-certainty where it has none)"
+            if code
+            else "picks by mean token log-probability",
+        ),
+        Row("Ponder rtv", "ponder", "ponder", model, {"strategy": rtv}, note="N rollouts summarized, pairs judged 3 times each, until one remains"),
     ]

@@ -125,11 +125,15 @@ class Quotas:
         limit = self.settings.requests_per_minute
         if limit is not None and int(count) > limit:
             metrics.QUOTA_REFUSALS.labels("requests").inc()
-            raise APIError(429, f"Rate limit reached: {limit} requests per minute for this key", code="rate_limit_exceeded", headers={"Retry-After": retry_after})
+            raise APIError(
+                429, f"Rate limit reached: {limit} requests per minute for this key", code="rate_limit_exceeded", headers={"Retry-After": retry_after}
+            )
         limit = self.settings.tokens_per_minute
         if limit is not None and int(spent or 0) >= limit:
             metrics.QUOTA_REFUSALS.labels("tokens").inc()
-            raise APIError(429, f"Token quota reached: {limit} generated tokens per minute for this key", code="rate_limit_exceeded", headers={"Retry-After": retry_after})
+            raise APIError(
+                429, f"Token quota reached: {limit} generated tokens per minute for this key", code="rate_limit_exceeded", headers={"Retry-After": retry_after}
+            )
 
     async def spend(self, key_id: str, tokens: int) -> None:
         if not tokens or self.settings.tokens_per_minute is None:

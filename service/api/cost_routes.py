@@ -41,9 +41,16 @@ async def cost_model(request: Request) -> dict[str, Any]:
         raise APIError(404, f"The model {query.model!r} is not served here; served models: {', '.join(models)}", param="model", code="model_not_found")
     room = served.shape.max_context - query.prompt_tokens
     if room < 1:
-        raise APIError(400, f"A {query.prompt_tokens}-token prompt leaves no room in the {served.shape.max_context}-token context", param="prompt_tokens", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"A {query.prompt_tokens}-token prompt leaves no room in the {served.shape.max_context}-token context",
+            param="prompt_tokens",
+            code="context_length_exceeded",
+        )
     pricing: Pricing = request.app.state.pricing
-    planning = await planning_for(served, models, pricing.hardware, request.app.state.accuracy, query.prompt_tokens, min(query.max_tokens or room, room), query.family)
+    planning = await planning_for(
+        served, models, pricing.hardware, request.app.state.accuracy, query.prompt_tokens, min(query.max_tokens or room, room), query.family
+    )
     budget = parse(ComputeBudget, {query.unit: int(query.budget) if query.unit == "tokens" else query.budget})
     try:
         plan, considered, eflops = plan_for(planning, budget, query.sparse)

@@ -10,8 +10,8 @@ import time
 import uuid
 from typing import Any
 
-from service.state.ledger import CLIENT_CLOSED, Entry, observe
 from service.logs import request_id_var
+from service.state.ledger import CLIENT_CLOSED, Entry, observe
 
 log = logging.getLogger("ponder.access")
 

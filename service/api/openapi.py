@@ -30,8 +30,7 @@ def document_requests(app: FastAPI, bodies: dict[tuple[str, str], type[BaseModel
             properties = _schema(model, components)
             required = set(properties.get("required", ()))
             schema["paths"][path][method]["parameters"] = [
-                {"name": name, "in": "query", "required": name in required, "schema": field}
-                for name, field in properties["properties"].items()
+                {"name": name, "in": "query", "required": name in required, "schema": field} for name, field in properties["properties"].items()
             ]
         return schema
 

@@ -34,7 +34,11 @@ class Verifier(StrictModel):
     """What the verifiers need: tests for `code_tests` (assert lines, or test code defining `check(candidate)`),
     the function under test, a reference answer to grade the result against, and a time limit per test run."""
 
-    tests: Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)] | Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)]], Field(min_length=1, max_length=MAX_TESTS)] | None = None
+    tests: (
+        Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_TEST_CHARS)]], Field(min_length=1, max_length=MAX_TESTS)]
+        | None
+    ) = None
     entry_point: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     reference: str | None = Field(None, min_length=1, max_length=4096)
     timeout_s: float | None = Field(None, gt=0.0, le=60.0)
@@ -134,7 +138,12 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_N)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_N)]
+    prompt: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_N)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_N)]
+    )
     max_tokens: int | None = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False

@@ -16,18 +16,18 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse
 
+from compute.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
 from service.api.errors import APIError, error_body, from_validation_error
+from service.api.presets import Preset
 from service.api.protocol import Budget as BudgetRequest
 from service.api.protocol import ChatCompletionRequest, SamplingFields
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
-from compute.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
 from service.execution.generation import Completion, MeteredRun
-from service.state.ledger import Entry
 from service.execution.models import ServedModel
 from service.execution.pricing import Priced, Pricing
 from service.settings import Settings
-from service.api.presets import Preset
+from service.state.ledger import Entry
 from strategies.names import STRATEGY_NAMES, split_model_name
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,12 @@ def apply_preset(body: SamplingFields, presets: dict[str, Preset]) -> None:
     if preset is None:
         return
     if body.strategy is not None:
-        raise APIError(400, f"Model name asks for preset {preset.name!r}, which sets the strategy; leave out the strategy field", param="strategy", code="conflicting_strategy")
+        raise APIError(
+            400,
+            f"Model name asks for preset {preset.name!r}, which sets the strategy; leave out the strategy field",
+            param="strategy",
+            code="conflicting_strategy",
+        )
     body.strategy = preset.strategy
     body.budget = body.budget or preset.budget
 
@@ -121,7 +126,12 @@ def resolve_model(body: SamplingFields, models: dict[str, ServedModel], presets:
             known = ", ".join([*STRATEGY_NAMES, *presets])
             raise APIError(400, f"Unknown strategy or preset {strategy!r} in model name; available: {known}", param="model", code="unknown_strategy")
         if body.strategy is not None and body.strategy.name != strategy:
-            raise APIError(400, f"Model name asks for strategy {strategy!r} but the strategy field names {body.strategy.name!r}", param="strategy", code="conflicting_strategy")
+            raise APIError(
+                400,
+                f"Model name asks for strategy {strategy!r} but the strategy field names {body.strategy.name!r}",
+                param="strategy",
+                code="conflicting_strategy",
+            )
     served = models.get(name)
     if served is None:
         raise APIError(404, f"The model {name!r} does not exist; served models: {', '.join(models)}", param="model", code="model_not_found")
@@ -142,10 +152,20 @@ def open_budget(requested: BudgetRequest | None, settings: Settings) -> Budget:
 def sampling_for(body: SamplingFields, prompts: list[list[int]], max_model_len: int, logprobs: int | None, limit: int | None) -> SamplingSpec:
     longest = max(len(p) for p in prompts)
     if longest >= max_model_len:
-        raise APIError(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest}", param="messages" if isinstance(body, ChatCompletionRequest) else "prompt", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest}",
+            param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
+            code="context_length_exceeded",
+        )
     room = max_model_len - longest
     if limit is not None and limit > room:
-        raise APIError(400, f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest} and max_tokens asks for {limit}", param="max_tokens", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest} and max_tokens asks for {limit}",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
     return SamplingSpec(
         n=body.n,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -181,7 +201,12 @@ class OutputFormat:
     def choice(self, completion: Completion, with_logprobs: bool) -> dict[str, Any]:
         logprobs = self.logprobs(completion.logprobs, 0) if with_logprobs else None
         if self.chat:
-            return {"index": completion.index, "message": {"role": "assistant", "content": completion.text}, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+            return {
+                "index": completion.index,
+                "message": {"role": "assistant", "content": completion.text},
+                "logprobs": logprobs,
+                "finish_reason": completion.finish_reason,
+            }
         return {"index": completion.index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
 
     def delta_choice(self, delta: CompletionDelta, offset: int, first: bool, with_logprobs: bool) -> dict[str, Any]:
@@ -232,13 +257,19 @@ async def serve(
     logprobs_k = body.logprobs_k  # type: ignore[attr-defined]
     sampling = sampling_for(body, prompts, info.max_model_len, logprobs_k, limit)
     run = MeteredRun(
-        served.pool, request_id, prompts, sampling, budget, served.codec.decode, requested_max_tokens=sampling.max_tokens,
+        served.pool,
+        request_id,
+        prompts,
+        sampling,
+        budget,
+        served.codec.decode,
+        requested_max_tokens=sampling.max_tokens,
         flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
     )
     entry: Entry = request.state.entry
     entry.usage, entry.stages, entry.budget = run.usage, {"sample": run.usage}, budget
     created = int(time.time())
-    strategy = (body.strategy.model_dump() if body.strategy else {"name": "none"})
+    strategy = body.strategy.model_dump() if body.strategy else {"name": "none"}
     header = {"id": fmt.id_prefix + request_id, "created": created, "model": served.spec.name}
 
     pricing: Pricing = request.app.state.pricing
@@ -262,7 +293,10 @@ async def serve(
     }
     entry.done(completions[0].finish_reason if len(completions) == 1 else None, payload["ponder"])
     log.info(
-        "served %d completions, %d tokens, finish %s", len(completions), run.usage.completion_tokens, budget.exhausted,
+        "served %d completions, %d tokens, finish %s",
+        len(completions),
+        run.usage.completion_tokens,
+        budget.exhausted,
         extra={"model": served.spec.name, "strategy": strategy["name"], "user": body.user},
     )
     return JSONResponse(payload, headers={"x-request-id": request_id})
@@ -279,7 +313,13 @@ async def stream_events(
     try:
         if fmt.chat:
             for c in run.completions:
-                yield event({**header, "object": fmt.chunk_object, "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]})
+                yield event(
+                    {
+                        **header,
+                        "object": fmt.chunk_object,
+                        "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}],
+                    }
+                )
         async for deltas in run.deltas():
             choices = []
             for d in deltas:

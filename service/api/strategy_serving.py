@@ -16,19 +16,19 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.api.errors import APIError
 from service.api.protocol import SamplingFields
 from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
+from service.engines.pool import EngineUnavailable
+from service.execution.context import RequestContext
+from service.execution.generation import Completion
+from service.execution.models import ServedModel
+from service.execution.pricing import Pricing
+from service.settings import Settings
 from service.state.cache import RequestCache
 from service.state.calibration import RedisCalibration
-from service.execution.context import RequestContext
-from service.execution.pricing import Pricing
-from service.engines.pool import EngineUnavailable
-from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
-from service.execution.generation import Completion
 from service.state.ledger import Entry
-from service.execution.models import ServedModel
-from service.settings import Settings
 from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.names import split_model_name
 from strategies.registry import STRATEGIES, check_input, default_params
@@ -83,7 +83,14 @@ class StrategyRun:
     """One request's strategy: its context, its task, and the report the response carries."""
 
     def __init__(
-        self, request: Request, body: SamplingFields, served: ServedModel, prompt: list[int], text: str, params: BaseModel, settings: Settings,
+        self,
+        request: Request,
+        body: SamplingFields,
+        served: ServedModel,
+        prompt: list[int],
+        text: str,
+        params: BaseModel,
+        settings: Settings,
         messages: list[dict[str, str]] | None = None,
     ) -> None:
         if body.n != 1:
@@ -146,7 +153,9 @@ class StrategyRun:
         chosen = result.chosen.rollout if result.chosen else None
         k = self.logprobs_k or 0
         logprobs = [TokenLogprob(t.token, t.logprob, t.top[:k]) for t in chosen.logprobs] if chosen else []
-        return Completion(index=0, text=result.text, token_ids=list(chosen.token_ids) if chosen else [], logprobs=logprobs, finish_reason=self.finish_reason(result))
+        return Completion(
+            index=0, text=result.text, token_ids=list(chosen.token_ids) if chosen else [], logprobs=logprobs, finish_reason=self.finish_reason(result)
+        )
 
     def report(self, result: StrategyResult) -> dict[str, Any]:
         usage = self.ctx.usage
@@ -188,13 +197,19 @@ async def serve_strategy(request: Request, run: StrategyRun, body: SamplingField
     }
     run.entry.done(payload["choices"][0]["finish_reason"], payload["ponder"], payload["ponder"]["correct"])
     log.info(
-        "strategy %s: %d rollouts, %d tokens, finish %s", run.params.name, len(result.candidates), run.ctx.usage.completion_tokens, run.budget.exhausted,  # type: ignore[attr-defined]
+        "strategy %s: %d rollouts, %d tokens, finish %s",
+        run.params.name,
+        len(result.candidates),
+        run.ctx.usage.completion_tokens,
+        run.budget.exhausted,  # type: ignore[attr-defined]
         extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},  # type: ignore[attr-defined]
     )
     return JSONResponse(payload, headers={"x-request-id": run.request_id})
 
 
-async def stream_strategy(run: StrategyRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool) -> AsyncIterator[dict[str, str]]:
+async def stream_strategy(
+    run: StrategyRun, fmt: OutputFormat, header: dict[str, Any], with_logprobs: bool, include_usage: bool
+) -> AsyncIterator[dict[str, str]]:
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, str]:
         return {"data": json.dumps({**header, "object": fmt.chunk_object, "choices": choices, **extra}, separators=(",", ":"))}
 

@@ -39,7 +39,9 @@ def calibration_request(model: str, messages: list[dict[str, str]], strategy: di
     }
 
 
-async def calibrate(base_url: str, api_key: str, model: str, suite: str, problems: int, strategy: dict[str, Any], max_tokens: int, concurrency: int) -> dict[str, Any]:
+async def calibrate(
+    base_url: str, api_key: str, model: str, suite: str, problems: int, strategy: dict[str, Any], max_tokens: int, concurrency: int
+) -> dict[str, Any]:
     """Returns how many first-turn scores went into the pool(s)."""
     client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=600)
     gate = asyncio.Semaphore(concurrency)

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     profile.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the engine's dtype on this CPU")
     args = parser.parse_args(argv)
 
-    overrides = {k: v for k, v in {"host": getattr(args, "host", None), "port": getattr(args, "port", None), "ray_address": getattr(args, "ray_address", None)}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"host": getattr(args, "host", None), "port": getattr(args, "port", None), "ray_address": getattr(args, "ray_address", None)}.items()
+        if v is not None
+    }
     settings = Settings(**overrides)
     configure_logging(settings.log_level)
     if args.command == "serve":
@@ -56,8 +60,11 @@ def main(argv: list[str] | None = None) -> None:
         from service.cli.calibrate import calibrate as run_calibration
 
         strategy = {
-            "samples": args.samples, "draft_tokens": args.draft_tokens, "draft_temperature": args.draft_temperature,
-            "family": args.family, "calibration": args.coverage,
+            "samples": args.samples,
+            "draft_tokens": args.draft_tokens,
+            "draft_temperature": args.draft_temperature,
+            "family": args.family,
+            "calibration": args.coverage,
             **{k: v for k, v in {"draft": args.draft, "target": args.target}.items() if v},
         }
         done = asyncio.run(run_calibration(args.base_url, args.api_key, args.model, args.suite, args.problems, strategy, args.draft_tokens, args.concurrency))

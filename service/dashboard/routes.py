@@ -26,18 +26,18 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-import numpy as np
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
 from service.api.serving import parse, query_fields
+from service.settings import Settings
 from service.state.ledger import Ledger, LedgerRecord, Outcome
 from service.state.results import BENCHMARKS, installed_results_dir
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -74,9 +74,7 @@ class EngineActor:
             self._warm = True
         return self.info
 
-    async def generate(
-        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0
-    ) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
         """`flush_interval_s` > 0 holds output back for up to that long (never past the end of the request): a caller
         that does not stream to a client needs far fewer Ray objects, and every one costs CPU the engine shares."""
         from vllm.inputs import TokensPrompt
@@ -237,10 +235,7 @@ def _prompt_logprobs(output: Any, start: int | None) -> list[float] | None:
 def _delta(completion: Any, top_k: int) -> CompletionDelta:
     logprobs = None
     if completion.logprobs is not None:
-        logprobs = [
-            _token_logprob(token_id, position, top_k)
-            for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False)
-        ]
+        logprobs = [_token_logprob(token_id, position, top_k) for token_id, position in zip(completion.token_ids, completion.logprobs, strict=False)]
     return CompletionDelta(
         index=completion.index,
         text=completion.text,

@@ -19,9 +19,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+from compute.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
 from service import metrics
 from service.engines.actor import EngineActor
-from compute.protocol import EngineChunk, EngineDead, EngineInfo, EngineRequestError, EngineStats, SamplingSpec
 from service.settings import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ class EnginePool:
     def _all_failed(self) -> bool:
         return all(r.state == "failed" for r in self.replicas)
 
-    async def generate(
-        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0
-    ) -> AsyncIterator[EngineChunk]:
+    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
         """Streams the engine's chunks; aborts the engine request if the consumer stops early or is cancelled."""
         for attempt in itertools.count():
             replica = await self._pick()

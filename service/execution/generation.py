@@ -14,10 +14,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
 from service import metrics
 from service.budget import DEADLINE, TOKENS, Budget, Usage
 from service.engines.pool import EnginePool, EngineUnavailable
-from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,7 @@ class MeteredRun:
     async def deltas(self) -> AsyncIterator[list[CompletionDelta]]:
         """Yields granted output as it arrives; returns when every completion has finished or the budget is spent."""
         queue: asyncio.Queue[_Stream | None] = asyncio.Queue()
-        self._tasks = tasks = [
-            asyncio.create_task(self._feed(queue, f"{self.request_id}-{p}", ids, p * self.sampling.n))
-            for p, ids in enumerate(self.prompts)
-        ]
+        self._tasks = tasks = [asyncio.create_task(self._feed(queue, f"{self.request_id}-{p}", ids, p * self.sampling.n)) for p, ids in enumerate(self.prompts)]
         live = len(tasks)
         waited = not self.pool.ready
         self._open = {c.index for c in self.completions}

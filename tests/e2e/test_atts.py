@@ -17,7 +17,7 @@ import redis
 from openai import OpenAI
 
 from service.state.calibration import PREFIX
-from tests.conftest import Server, state_dir, running_server
+from tests.conftest import Server, running_server, state_dir
 from tests.e2e.test_resilience import engine_idle, engine_rows, wait_until
 from tests.e2e.test_strategies import ponder_of
 
@@ -41,7 +41,11 @@ def second_gateway(redis_url: str, server: Server, tmp_path_factory: pytest.Temp
     target, each on an engine actor of its own."""
     models = [{"name": MODEL}, {"name": TARGET, "source": str(state_dir() / "models" / MODEL)}]
     with running_server(
-        redis_url, server.ray_address, tmp_path_factory.mktemp("gateway-atts") / "ponder.log", PONDER_RAY_NAMESPACE="ponder-atts", PONDER_MODELS=json.dumps(models)
+        redis_url,
+        server.ray_address,
+        tmp_path_factory.mktemp("gateway-atts") / "ponder.log",
+        PONDER_RAY_NAMESPACE="ponder-atts",
+        PONDER_MODELS=json.dumps(models),
     ) as second:
         yield second
 
@@ -57,8 +61,13 @@ def test_atts_drafts_scores_and_hands_rejected_chunks_to_the_target(client: Open
     selection = ponder["selection"]
     assert selection["method"] == "atts" and selection["draft"] == selection["target"] == MODEL
     assert selection["calibration"] == {
-        "coverage": "marginal", "rule": "conformal", "pool": f"{MODEL}|{MODEL}|{family}", "pool_size": 0,
-        "bootstrapped": True, "store": "ok", "added": 4,
+        "coverage": "marginal",
+        "rule": "conformal",
+        "pool": f"{MODEL}|{MODEL}|{family}",
+        "pool_size": 0,
+        "bootstrapped": True,
+        "store": "ok",
+        "added": 4,
     }
     turns = [t for s in selection["samples"] for t in s["turns"]]
     assert selection["rejection"]["decided"] == len(turns) >= 4
@@ -82,7 +91,9 @@ def test_atts_drafts_scores_and_hands_rejected_chunks_to_the_target(client: Open
 def test_a_warm_pool_is_used_and_grows_online(client: OpenAI, redis_url: str, family: str) -> None:
     before = len(pool(redis_url, family))
     assert before >= 4
-    response = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=64, extra_body={"strategy": {**SMALL, "family": family, "min_calibration": 4}})
+    response = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=64, extra_body={"strategy": {**SMALL, "family": family, "min_calibration": 4}}
+    )
     calibration = ponder_of(response)["selection"]["calibration"]
     assert calibration["bootstrapped"] is False and calibration["pool_size"] == before
     assert len(pool(redis_url, family)) == before + 4
@@ -91,7 +102,9 @@ def test_a_warm_pool_is_used_and_grows_online(client: OpenAI, redis_url: str, fa
 def test_a_second_gateway_reuses_the_pool_and_serves_draft_and_target_on_separate_engines(second_gateway: Server, redis_url: str, family: str) -> None:
     other = OpenAI(base_url=second_gateway.api, api_key="none", max_retries=0, timeout=300)
     before = len(pool(redis_url, family))
-    response = other.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=64, extra_body={"strategy": {**SMALL, "family": family, "min_calibration": 4}})
+    response = other.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=64, extra_body={"strategy": {**SMALL, "family": family, "min_calibration": 4}}
+    )
     calibration = ponder_of(response)["selection"]["calibration"]
     assert calibration["bootstrapped"] is False and calibration["pool_size"] == before
 
@@ -108,16 +121,37 @@ def test_a_second_gateway_reuses_the_pool_and_serves_draft_and_target_on_separat
 def test_ponder_calibrate_seeds_a_pool_through_the_running_gateway(server: Server, redis_url: str) -> None:
     seeded = f"calibrate-{uuid.uuid4().hex[:10]}"
     done = subprocess.run(
-        [sys.executable, "-m", "service.cli", "calibrate", "--suite", "arithmetic", "--problems", "3", "--samples", "2",
-         "--draft-tokens", "8", "--family", seeded, "--base-url", server.api],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "calibrate",
+            "--suite",
+            "arithmetic",
+            "--problems",
+            "3",
+            "--samples",
+            "2",
+            "--draft-tokens",
+            "8",
+            "--family",
+            seeded,
+            "--base-url",
+            server.api,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"suite": "arithmetic", "problems": 3, "added": 6}
     assert len(pool(redis_url, seeded)) == 6
 
 
 def test_atts_streams_a_progress_event_per_decided_chunk(client: OpenAI, family: str) -> None:
-    stream = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=64, stream=True, extra_body={"strategy": {**SMALL, "family": family, "mode": "sync", "alpha": 0.5}})
+    stream = client.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=64, stream=True, extra_body={"strategy": {**SMALL, "family": family, "mode": "sync", "alpha": 0.5}}
+    )
     chunks = list(stream)
     events = [c.model_extra["ponder"]["event"] for c in chunks if c.model_extra.get("ponder", {}).get("event")]
     decided = [e for e in events if e["type"] == "chunk"]
@@ -157,7 +191,10 @@ def test_bad_atts_requests_get_a_clear_400(client: OpenAI, strategy: dict, param
 def test_a_client_that_leaves_cancels_every_sample(server: Server, family: str) -> None:
     assert wait_until(lambda: engine_idle(server), 30)
     body = {
-        "model": MODEL, "messages": QUESTION, "max_tokens": 600, "stream": True,
+        "model": MODEL,
+        "messages": QUESTION,
+        "max_tokens": 600,
+        "stream": True,
         "strategy": {**SMALL, "family": family, "samples": 4, "turns": 8, "draft_tokens": 300, "target_tokens": 300, "alpha": 0.5},
     }
     with httpx.stream("POST", f"{server.api}/chat/completions", json=body, timeout=60) as response:

@@ -121,7 +121,9 @@ def test_token_quota_counts_what_the_engine_generated(gateway: Server) -> None:
     spent = 0
     for _ in range(3):
         response = httpx.post(
-            f"{gateway.api}/chat/completions", headers=headers, timeout=120,
+            f"{gateway.api}/chat/completions",
+            headers=headers,
+            timeout=120,
             json={"model": MODEL, "messages": HI, "max_tokens": 16, "ignore_eos": True},
         )
         assert response.status_code == 200, response.text

@@ -55,7 +55,21 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is not installed"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
         )
         assert wait_until(lambda: redis_answers(self.url), timeout=10), "redis-server did not start"
@@ -130,7 +144,9 @@ def test_redis_killed_and_restarted_mid_load(own_redis: RedisServer, ray_address
         assert rtv_in_outage and all(c["summary"]["errors"] >= 1 for c in rtv_in_outage), rtv_in_outage
         lost = value(after, "ponder_ledger_write_failures_total") - value(baseline, "ponder_ledger_write_failures_total")
         assert lost >= 4 and value(outage, "ponder_ledger_write_failures_total") > value(baseline, "ponder_ledger_write_failures_total")
-        assert value(outage, "ponder_cache_lookups_total", cache="summary", result="error") > value(baseline, "ponder_cache_lookups_total", cache="summary", result="error")
+        assert value(outage, "ponder_cache_lookups_total", cache="summary", result="error") > value(
+            baseline, "ponder_cache_lookups_total", cache="summary", result="error"
+        )
 
         def recorded(o: Outcome) -> bool:
             return httpx.get(f"{gateway.api}/requests/{o.request_id}", timeout=10).status_code == 200
@@ -153,8 +169,11 @@ def test_sigterm_under_load_finishes_every_request_in_flight(redis_url: str, ray
     url = database_url(redis_url, "faults")
     log = tmp_path / "ponder.log"
     env = {
-        "PONDER_REDIS_URL": url, "PONDER_RAY_NAMESPACE": "ponder-faults-drain", "PONDER_MODELS": eager_models(),
-        "PONDER_DRAIN__READINESS_DELAY_S": "4", "PONDER_DRAIN__TIMEOUT_S": "150",
+        "PONDER_REDIS_URL": url,
+        "PONDER_RAY_NAMESPACE": "ponder-faults-drain",
+        "PONDER_MODELS": eager_models(),
+        "PONDER_DRAIN__READINESS_DELAY_S": "4",
+        "PONDER_DRAIN__TIMEOUT_S": "150",
     }
     streams: dict[int, list[str]] = {}
     results: dict[int, httpx.Response] = {}

@@ -45,7 +45,11 @@ def test_a_kinetics_plan_fits_its_budget_and_the_request_cannot_overspend_it(ser
 
 def test_kinetics_streams_its_plan_first_and_takes_a_budget_in_tokens(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=ARITHMETIC, max_tokens=64, stream=True, extra_body={"strategy": {"name": "kinetics", "budget": {"tokens": 48}, "inner": "best_of_n"}}
+        model=MODEL,
+        messages=ARITHMETIC,
+        max_tokens=64,
+        stream=True,
+        extra_body={"strategy": {"name": "kinetics", "budget": {"tokens": 48}, "inner": "best_of_n"}},
     )
     chunks = list(stream)
     events = [c.model_extra["ponder"]["event"] for c in chunks if c.model_extra.get("ponder", {}).get("event")]
@@ -60,7 +64,9 @@ def test_a_budget_that_buys_nothing_is_a_clear_400(client: OpenAI) -> None:
         client.chat.completions.create(model=MODEL, messages=ARITHMETIC, max_tokens=8, extra_body={"strategy": {"name": "kinetics", "budget": {"eflops": 10}}})
     assert caught.value.body["param"] == "strategy.budget" and "one token" in caught.value.body["message"]
     with pytest.raises(openai.BadRequestError) as both:
-        client.chat.completions.create(model=MODEL, messages=ARITHMETIC, max_tokens=8, extra_body={"strategy": {"name": "kinetics", "budget": {"eflops": 1e12, "tokens": 9}}})
+        client.chat.completions.create(
+            model=MODEL, messages=ARITHMETIC, max_tokens=8, extra_body={"strategy": {"name": "kinetics", "budget": {"eflops": 1e12, "tokens": 9}}}
+        )
     assert both.value.body["param"].startswith("strategy.budget")
 
 

@@ -113,14 +113,20 @@ def test_feedback_on_an_unknown_request_is_a_404(server: Server) -> None:
 def test_metrics_move_by_exactly_what_the_requests_did(client: OpenAI, server: Server) -> None:
     before = scrape(server)
     responses = [
-        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=10, extra_body={"strategy": {"name": "best_of_n", "n": 3}})
-        for _ in range(2)
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=10, extra_body={"strategy": {"name": "best_of_n", "n": 3}}) for _ in range(2)
     ]
     time.sleep(0.5)
     middle = scrape(server)
     spent = httpx.post(
         f"{server.api}/chat/completions",
-        json={"model": MODEL, "messages": QUESTION, "max_tokens": 50, "ignore_eos": True, "budget": {"max_total_tokens": 5}, "strategy": {"name": "majority", "n": 2}},
+        json={
+            "model": MODEL,
+            "messages": QUESTION,
+            "max_tokens": 50,
+            "ignore_eos": True,
+            "budget": {"max_total_tokens": 5},
+            "strategy": {"name": "majority", "n": 2},
+        },
         timeout=60,
     )
     assert spent.status_code == 200
@@ -135,7 +141,11 @@ def test_metrics_move_by_exactly_what_the_requests_did(client: OpenAI, server: S
     assert moved("ponder_tokens_total", model=MODEL, strategy="best_of_n", stage="sample", kind="completion") == completion
     assert moved("ponder_tokens_total", model=MODEL, strategy="best_of_n", stage="sample", kind="prompt") == sum(r.usage.prompt_tokens for r in responses)
     assert moved("ponder_request_latency_seconds_count", model=MODEL, strategy="best_of_n") == 2
-    assert value(middle, "ponder_rollout_latency_seconds_count", model=MODEL, stage="sample") - value(before, "ponder_rollout_latency_seconds_count", model=MODEL, stage="sample") == 3 * 2
+    assert (
+        value(middle, "ponder_rollout_latency_seconds_count", model=MODEL, stage="sample")
+        - value(before, "ponder_rollout_latency_seconds_count", model=MODEL, stage="sample")
+        == 3 * 2
+    )
     assert moved("ponder_budget_exhausted_total", model=MODEL, strategy="majority", reason="budget") == 1
     hits = moved("ponder_prefix_cache_tokens_total", model=MODEL, result="hit")
     misses = moved("ponder_prefix_cache_tokens_total", model=MODEL, result="miss")

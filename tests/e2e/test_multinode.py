@@ -128,8 +128,17 @@ class Cluster:
         # --block keeps `ray start` in the foreground as the parent of the node's processes, so they are this test's
         # to stop (a daemonized node would need `ray stop`, which stops every Ray node on the machine).
         command = [
-            ray_bin(), "start", "--head", "--block", f"--node-ip-address={HOST_IP}", f"--port={self.port}", "--num-cpus=0",
-            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--object-store-memory=100000000",
+            ray_bin(),
+            "start",
+            "--head",
+            "--block",
+            f"--node-ip-address={HOST_IP}",
+            f"--port={self.port}",
+            "--num-cpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            "--object-store-memory=100000000",
         ]
         self.head = self._spawn(command, "head")
         assert wait_until(lambda: self._listening(), timeout=60), f"the Ray head did not come up; log: {self.log_dir / 'head.log'}"
@@ -138,8 +147,18 @@ class Cluster:
         """The worker node inside the namespace: the only one with the engines' resource (two slots, one engine
         replica per gateway) and the CPUs."""
         command = [
-            "ip", "netns", "exec", self.netns.name, ray_bin(), "start", "--block", f"--address={self.address}",
-            f"--node-ip-address={NODE_IP}", "--num-cpus=2", f"--resources={json.dumps({MODEL: 2})}", "--disable-usage-stats",
+            "ip",
+            "netns",
+            "exec",
+            self.netns.name,
+            ray_bin(),
+            "start",
+            "--block",
+            f"--address={self.address}",
+            f"--node-ip-address={NODE_IP}",
+            "--num-cpus=2",
+            f"--resources={json.dumps({MODEL: 2})}",
+            "--disable-usage-stats",
             "--object-store-memory=100000000",
         ]
         self.workers.append(self._spawn(command, f"worker-{len(self.workers)}"))
@@ -236,7 +255,9 @@ print(json.dumps(sorted(a["Address"]["IPAddress"] for a in actors(actor_state_na
 def engine_addresses(cluster: Cluster) -> list[str]:
     """The node address of every live engine actor, from the cluster's own actor table (a driver of its own, so the
     test process never joins the cluster)."""
-    found = subprocess.run([sys.executable, "-c", ENGINE_ADDRESSES, cluster.address], env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=120, check=True)
+    found = subprocess.run(
+        [sys.executable, "-c", ENGINE_ADDRESSES, cluster.address], env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=120, check=True
+    )
     return json.loads(found.stdout.strip().splitlines()[-1])
 
 

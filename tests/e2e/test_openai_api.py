@@ -62,7 +62,12 @@ def test_greedy_is_deterministic(client: OpenAI) -> None:
 
 def test_chat_stream_with_usage(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=20, temperature=0, stream=True, logprobs=True,
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        logprobs=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -151,8 +156,7 @@ async def test_sixteen_concurrent_requests(aclient: AsyncOpenAI) -> None:
 
 def test_seed_is_reproducible(client: OpenAI) -> None:
     texts = {
-        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, temperature=1.0, seed=7).choices[0].message.content
-        for _ in range(2)
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=16, temperature=1.0, seed=7).choices[0].message.content for _ in range(2)
     }
     assert len(texts) == 1
 
@@ -175,7 +179,12 @@ def test_token_budget_fires(client: OpenAI) -> None:
 
 def test_token_budget_fires_in_a_stream(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=64, n=2, stream=True, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=64,
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
         extra_body={"ignore_eos": True, "budget": {"max_total_tokens": 21}},
     )
     chunks = list(stream)
@@ -185,9 +194,7 @@ def test_token_budget_fires_in_a_stream(client: OpenAI) -> None:
 
 
 def test_deadline_fires(client: OpenAI) -> None:
-    response = client.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=4000, extra_body={"ignore_eos": True, "budget": {"deadline_s": 1.5}}
-    )
+    response = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4000, extra_body={"ignore_eos": True, "budget": {"deadline_s": 1.5}})
     ponder = response.model_extra["ponder"]
     assert response.choices[0].finish_reason == "deadline"
     assert ponder["finish"] == "deadline"

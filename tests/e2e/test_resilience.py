@@ -70,9 +70,7 @@ def test_engine_killed_mid_request_gives_a_clean_error_then_recovers(server: Ser
     client = openai.OpenAI(base_url=server.api, api_key="none", max_retries=0, timeout=120)
     assert wait_until(lambda: engine_idle(server), 30)
     victim = original = engine_rows(server)[0]["name"]
-    stream = client.chat.completions.create(
-        model=MODEL, messages=LONG["messages"], max_tokens=3000, stream=True, extra_body={"ignore_eos": True}
-    )
+    stream = client.chat.completions.create(model=MODEL, messages=LONG["messages"], max_tokens=3000, stream=True, extra_body={"ignore_eos": True})
     received = ""
     started = time.monotonic()
     with pytest.raises(openai.APIError) as failure:

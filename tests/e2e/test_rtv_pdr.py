@@ -27,6 +27,7 @@ def question() -> list[dict[str, str]]:
     tests need to see them computed (or reused) by this run alone."""
     return [{"role": "user", "content": f"What is 17 + 25? Reply with just the number. (Ticket {uuid.uuid4().hex[:8]}.)"}]
 
+
 SMALL_RTV = {"name": "rtv", "n": 4, "votes": 2, "summary_tokens": 48, "judge_tokens": 8}
 
 
@@ -42,7 +43,9 @@ def stage_tokens(ponder: dict) -> int:
 
 
 def test_rtv_runs_a_tournament_on_summaries(client: OpenAI) -> None:
-    response = client.chat.completions.create(model=MODEL, messages=question(), max_tokens=16, extra_body={"strategy": SMALL_RTV, "verifier": {"reference": "42"}})
+    response = client.chat.completions.create(
+        model=MODEL, messages=question(), max_tokens=16, extra_body={"strategy": SMALL_RTV, "verifier": {"reference": "42"}}
+    )
     ponder = ponder_of(response)
     selection = ponder["selection"]
     assert selection["method"] == "rtv" and len(ponder["candidates"]) == 4
@@ -81,7 +84,9 @@ def test_pdr_refines_on_selected_summaries(client: OpenAI) -> None:
 
 def test_original_pdr_schedule_with_a_workspace(client: OpenAI) -> None:
     strategy = {"name": "pdr", "schedule": [3, 2, 1], "distill": "global_summary", "workspace_tokens": 48, "summary_tokens": 32}
-    response = client.completions.create(model=MODEL, prompt=f"Q: What is 9 + 9? (Ticket {uuid.uuid4().hex[:8]}.)\nA:", max_tokens=12, extra_body={"strategy": strategy})
+    response = client.completions.create(
+        model=MODEL, prompt=f"Q: What is 9 + 9? (Ticket {uuid.uuid4().hex[:8]}.)\nA:", max_tokens=12, extra_body={"strategy": strategy}
+    )
     ponder = response.model_extra["ponder"]
     assert [len(it["rollouts"]) for it in ponder["selection"]["iterations"]] == [3, 2, 1]
     assert "distill" in ponder["tokens"] and ponder["tokens"]["distill"]["completion_tokens"] <= 2 * 48

@@ -80,8 +80,12 @@ class Marks:
     def fields(self, probe: str) -> dict[str, object]:
         return {
             "marker": self.directory / re.sub(r"\W+", "-", probe),
-            "port": self.listener.getsockname()[1], "unix": self.unix.getsockname(), "secret": SECRET,
-            "source": ROOT / "verifiers" / "code.py", "secret_file": self.directory / "secret.txt", "sleep": self.sleep.pid,
+            "port": self.listener.getsockname()[1],
+            "unix": self.unix.getsockname(),
+            "secret": SECRET,
+            "source": ROOT / "verifiers" / "code.py",
+            "secret_file": self.directory / "secret.txt",
+            "sleep": self.sleep.pid,
         }
 
     def assert_untouched(self) -> None:
@@ -128,8 +132,18 @@ def gateway(request: pytest.FixtureRequest, server: Server, redis_url: str, tmp_
     if request.param == "namespaced":
         yield request.param, server
         return
-    launcher = ("unshare", "--mount", "--propagation", "private", "--", sys.executable, "-m", "tests.contained",
-                str(ROOT / "deploy" / "seccomp" / "ponder-gateway.json"), "--")
+    launcher = (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-m",
+        "tests.contained",
+        str(ROOT / "deploy" / "seccomp" / "ponder-gateway.json"),
+        "--",
+    )
     log = tmp_path_factory.mktemp("container-gateway") / "ponder.log"
     env = {"PONDER_RAY_NAMESPACE": "ponder-container", "PONDER_MODELS": eager_models(), "PONDER_SANDBOX__PYTHON": "/usr/bin/python3"}
     with running_server(redis_url, server.ray_address, log, launcher, **env) as confined:
@@ -151,7 +165,9 @@ def test_hostile_caller_tests_are_contained(gateway: tuple[str, Server], marks: 
     client = OpenAI(base_url=served.api, api_key="none", max_retries=0, timeout=120)
     test = PROBES[probe].format(**marks.fields(probe))
     response = client.chat.completions.create(
-        model=MODEL, messages=ADD, max_tokens=48,
+        model=MODEL,
+        messages=ADD,
+        max_tokens=48,
         extra_body={"strategy": {"name": "best_of_n", "n": 1, "select": "code_tests"}, "verifier": {"tests": [test], "entry_point": "add", "timeout_s": 10}},
     )
     ponder = response.model_extra["ponder"]
@@ -168,7 +184,9 @@ def test_a_machine_that_cannot_isolate_refuses_to_run_code(unisolable: Server) -
     client = OpenAI(base_url=unisolable.api, api_key="none", max_retries=0, timeout=120)
     with pytest.raises(APIStatusError) as refused:
         client.chat.completions.create(
-            model=MODEL, messages=ADD, max_tokens=16,
+            model=MODEL,
+            messages=ADD,
+            max_tokens=16,
             extra_body={"strategy": {"name": "best_of_n", "n": 2, "select": "code_tests"}, "verifier": {"tests": ["assert add(1, 2) == 3"]}},
         )
     assert refused.value.status_code == 503

@@ -32,9 +32,7 @@ def replicas(server: Server) -> list[tuple[str, str, int]]:
 
 
 async def seeded(aclient: AsyncOpenAI, tokens: list[int], seed: int) -> tuple[str, int]:
-    response = await aclient.completions.create(
-        model=MODEL, prompt=tokens, max_tokens=12, temperature=0.8, seed=seed, extra_body={"ignore_eos": True}
-    )
+    response = await aclient.completions.create(model=MODEL, prompt=tokens, max_tokens=12, temperature=0.8, seed=seed, extra_body={"ignore_eos": True})
     return response.choices[0].text, response.usage.prompt_tokens
 
 
@@ -58,9 +56,7 @@ def test_the_same_seed_reproduces_a_long_prompt_output(server: Server, client: O
     tokens = prompt(7, 2100)
 
     def text(seed: int) -> str:
-        response = client.completions.create(
-            model=MODEL, prompt=tokens, max_tokens=16, temperature=1.0, seed=seed, extra_body={"ignore_eos": True}
-        )
+        response = client.completions.create(model=MODEL, prompt=tokens, max_tokens=16, temperature=1.0, seed=seed, extra_body={"ignore_eos": True})
         return response.choices[0].text
 
     text(0)  # the prompt's blocks are now cached: every call below prefills only its tail, so all run the same kernels

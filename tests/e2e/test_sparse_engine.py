@@ -38,8 +38,7 @@ def prompts() -> tuple[list[int], list[int]]:
 
 def job(prompts: tuple[list[int], list[int]], budget: int | None) -> dict[str, Any]:
     long, short = prompts
-    return run_engine(EngineJob(model=str(MODEL_DIR), budget=budget, prompts=[long], max_tokens=MAX_TOKENS,
-                                together=[long, short], dtype=DTYPE))
+    return run_engine(EngineJob(model=str(MODEL_DIR), budget=budget, prompts=[long], max_tokens=MAX_TOKENS, together=[long, short], dtype=DTYPE))
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +60,7 @@ def expected_attended(seq_len: int) -> int:
     return (1 + top_k) * BLOCK_SIZE + newest_tokens
 
 
-def test_below_the_budget_only_the_selected_blocks_are_read(
-    prompts: tuple[list[int], list[int]], dense: dict[str, Any]
-) -> None:
+def test_below_the_budget_only_the_selected_blocks_are_read(prompts: tuple[list[int], list[int]], dense: dict[str, Any]) -> None:
     sparse = job(prompts, SPARSE_BUDGET)
     run = sparse["runs"][0]
     assert len(run["tokens"]) == MAX_TOKENS
@@ -77,9 +74,7 @@ def test_below_the_budget_only_the_selected_blocks_are_read(
         assert (step["sparse_layers"], step["dense_layers"]) == (NUM_LAYERS - 1, 1)  # layer 0 stays dense
     stats = run["stats"]
     assert stats["dense_kv_tokens"] == NUM_LAYERS * sum(s["seq_lens"][0] for s in steps)
-    assert stats["attended_kv_tokens"] == sum(
-        (NUM_LAYERS - 1) * s["attended"][0] + s["seq_lens"][0] for s in steps
-    )
+    assert stats["attended_kv_tokens"] == sum((NUM_LAYERS - 1) * s["attended"][0] + s["seq_lens"][0] for s in steps)
     assert stats["attended_kv_tokens"] < 0.5 * stats["dense_kv_tokens"]
 
     together = sparse["together"]

@@ -46,7 +46,10 @@ def assert_accounting(response, ponder: dict, n: int) -> None:
 
 def test_majority_votes_over_equivalent_answers(client: OpenAI) -> None:
     response = client.chat.completions.create(
-        model=MODEL, messages=ARITHMETIC, max_tokens=16, extra_body={"strategy": {"name": "majority", "n": 6, "temperature": 0.6}, "verifier": {"reference": "42"}}
+        model=MODEL,
+        messages=ARITHMETIC,
+        max_tokens=16,
+        extra_body={"strategy": {"name": "majority", "n": 6, "temperature": 0.6}, "verifier": {"reference": "42"}},
     )
     ponder = ponder_of(response)
     assert_accounting(response, ponder, 6)
@@ -72,7 +75,11 @@ def test_strategy_from_the_model_name_takes_the_defaults(client: OpenAI) -> None
 
 def test_majority_streams_progress_then_the_answer(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, messages=ARITHMETIC, max_tokens=16, stream=True, stream_options={"include_usage": True},
+        model=MODEL,
+        messages=ARITHMETIC,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
         extra_body={"strategy": {"name": "majority", "n": 4}},
     )
     chunks = list(stream)
@@ -91,7 +98,9 @@ def test_majority_streams_progress_then_the_answer(client: OpenAI) -> None:
 
 @pytest.mark.parametrize("select", ["logprob", "self_certainty"])
 def test_best_of_n_by_score(client: OpenAI, select: str) -> None:
-    response = client.chat.completions.create(model=MODEL, messages=ARITHMETIC, max_tokens=16, extra_body={"strategy": {"name": "best_of_n", "n": 4, "select": select}})
+    response = client.chat.completions.create(
+        model=MODEL, messages=ARITHMETIC, max_tokens=16, extra_body={"strategy": {"name": "best_of_n", "n": 4, "select": select}}
+    )
     ponder = ponder_of(response)
     assert_accounting(response, ponder, 4)
     scores = {c["index"]: c["scores"][select] for c in ponder["candidates"]}
@@ -100,7 +109,9 @@ def test_best_of_n_by_score(client: OpenAI, select: str) -> None:
 
 
 def test_best_of_n_code_tests_from_the_prompts_examples(client: OpenAI) -> None:
-    response = client.chat.completions.create(model=MODEL, messages=CODE, max_tokens=96, extra_body={"strategy": {"name": "best_of_n", "n": 4, "select": "code_tests"}})
+    response = client.chat.completions.create(
+        model=MODEL, messages=CODE, max_tokens=96, extra_body={"strategy": {"name": "best_of_n", "n": 4, "select": "code_tests"}}
+    )
     ponder = ponder_of(response)
     assert_accounting(response, ponder, 4)
     tested = [c["tests"] for c in ponder["candidates"]]
@@ -111,9 +122,14 @@ def test_best_of_n_code_tests_from_the_prompts_examples(client: OpenAI) -> None:
 
 def test_best_of_n_code_tests_with_callers_tests_streaming(client: OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL, max_tokens=96, stream=True,
+        model=MODEL,
+        max_tokens=96,
+        stream=True,
         messages=[{"role": "user", "content": "Write a Python function add(a, b) that returns a + b, in a python code block."}],
-        extra_body={"strategy": {"name": "best_of_n", "n": 3, "select": "code_tests"}, "verifier": {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"], "entry_point": "add"}},
+        extra_body={
+            "strategy": {"name": "best_of_n", "n": 3, "select": "code_tests"},
+            "verifier": {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"], "entry_point": "add"},
+        },
     )
     chunks = list(stream)
     events = [c.model_extra["ponder"]["event"] for c in chunks if "event" in (c.model_extra.get("ponder") or {})]
@@ -133,7 +149,9 @@ def test_completions_endpoint_runs_a_strategy(client: OpenAI) -> None:
 def test_budget_runs_out_mid_strategy(client: OpenAI) -> None:
     cap = 50
     response = client.chat.completions.create(
-        model=MODEL, messages=ARITHMETIC, max_tokens=64,
+        model=MODEL,
+        messages=ARITHMETIC,
+        max_tokens=64,
         extra_body={"strategy": {"name": "majority", "n": 8}, "budget": {"max_total_tokens": cap}, "ignore_eos": True},
     )
     ponder = ponder_of(response)
@@ -147,7 +165,9 @@ def test_budget_runs_out_mid_strategy(client: OpenAI) -> None:
 def test_deadline_mid_strategy(client: OpenAI) -> None:
     started = time.monotonic()
     response = client.chat.completions.create(
-        model=MODEL, messages=ARITHMETIC, max_tokens=4000,
+        model=MODEL,
+        messages=ARITHMETIC,
+        max_tokens=4000,
         extra_body={"strategy": {"name": "best_of_n", "n": 8}, "budget": {"deadline_s": 2}, "ignore_eos": True},
     )
     elapsed = time.monotonic() - started
@@ -161,7 +181,11 @@ def test_deadline_mid_strategy(client: OpenAI) -> None:
 def test_disconnect_cancels_every_rollout(server: Server) -> None:
     assert wait_until(lambda: engine_idle(server), 30)
     body = {
-        "model": MODEL, "messages": ARITHMETIC, "max_tokens": 3000, "ignore_eos": True, "stream": True,
+        "model": MODEL,
+        "messages": ARITHMETIC,
+        "max_tokens": 3000,
+        "ignore_eos": True,
+        "stream": True,
         "strategy": {"name": "majority", "n": 6},
     }
     with httpx.stream("POST", f"{server.api}/chat/completions", json=body, timeout=60) as response:
@@ -184,7 +208,9 @@ def test_a_preset_from_the_settings_file_is_listed_and_chosen_by_model_name(serv
 def test_an_unknown_preset_or_a_preset_with_a_strategy_field_is_refused(server: Server) -> None:
     unknown = httpx.post(f"{server.api}/chat/completions", json={"model": f"{MODEL}@no-such", "messages": ARITHMETIC}, timeout=30)
     assert unknown.status_code == 400 and "quick-vote" in unknown.json()["error"]["message"]
-    both = httpx.post(f"{server.api}/chat/completions", json={"model": f"{MODEL}@quick-vote", "messages": ARITHMETIC, "strategy": {"name": "majority"}}, timeout=30)
+    both = httpx.post(
+        f"{server.api}/chat/completions", json={"model": f"{MODEL}@quick-vote", "messages": ARITHMETIC, "strategy": {"name": "majority"}}, timeout=30
+    )
     assert both.status_code == 400 and both.json()["error"]["param"] == "strategy"
 
 
@@ -206,7 +232,9 @@ STORY = [{"role": "user", "content": "Write a short story about a robot who lear
 
 def test_deepconf_offline_votes_with_the_most_confident_traces(client: OpenAI) -> None:
     rule = {"name": "deepconf", "mode": "offline", "window": 8, "keep_top": 0.5}
-    response = client.chat.completions.create(model=MODEL, messages=ARITHMETIC, max_tokens=24, extra_body={"strategy": {"name": "majority", "n": 6, "early_stop": rule}})
+    response = client.chat.completions.create(
+        model=MODEL, messages=ARITHMETIC, max_tokens=24, extra_body={"strategy": {"name": "majority", "n": 6, "early_stop": rule}}
+    )
     ponder = ponder_of(response)
     stop = ponder["selection"]["early_stop"]
     confident = sorted(ponder["candidates"], key=lambda c: (-c["scores"]["confidence"], c["index"]))
@@ -291,7 +319,10 @@ def test_a_majority_over_atts_samples_composes_two_strategies(client: OpenAI) ->
 def test_a_composition_that_makes_no_sense_is_a_clear_400(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model=MODEL, messages=ARITHMETIC, max_tokens=8, extra_body={"strategy": {"name": "majority", "rollout": {"name": "atts"}, "early_stop": {"name": "probe"}}}
+            model=MODEL,
+            messages=ARITHMETIC,
+            max_tokens=8,
+            extra_body={"strategy": {"name": "majority", "rollout": {"name": "atts"}, "early_stop": {"name": "probe"}}},
         )
     assert caught.value.body["param"] == "strategy" and "probe" in caught.value.body["message"]
 
@@ -299,7 +330,12 @@ def test_a_composition_that_makes_no_sense_is_a_clear_400(client: OpenAI) -> Non
 def test_early_stopping_streams_its_probes_and_stops_as_events(client: OpenAI) -> None:
     rule = {"name": "probe", "every": 16, "agree": 2, "probe_tokens": 12}
     stream = client.chat.completions.create(
-        model=MODEL, messages=LONG_QUESTION, max_tokens=128, temperature=0.3, stream=True, extra_body={"strategy": {"name": "majority", "n": 2, "early_stop": rule}}
+        model=MODEL,
+        messages=LONG_QUESTION,
+        max_tokens=128,
+        temperature=0.3,
+        stream=True,
+        extra_body={"strategy": {"name": "majority", "n": 2, "early_stop": rule}},
     )
     chunks = list(stream)
     events = [c.model_extra["ponder"]["event"] for c in chunks if c.model_extra.get("ponder", {}).get("event")]

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.planning.accuracy import evidence, family_of, observation
 from compute.allocator import Observation
+from service.planning.accuracy import evidence, family_of, observation
 from service.state.ledger import LedgerRecord
 
 
-def record(strategy: str = "majority", params: dict[str, Any] | None = None, correct: bool | None = True, completion_tokens: int = 80, **extra: Any) -> LedgerRecord:
+def record(
+    strategy: str = "majority", params: dict[str, Any] | None = None, correct: bool | None = True, completion_tokens: int = 80, **extra: Any
+) -> LedgerRecord:
     fields: dict[str, Any] = {
-        "id": "r", "time": 0.0, "route": "/v1/chat/completions", "model": "smollm2-135m", "strategy": strategy,
-        "params": params if params is not None else {"n": 4}, "status": 200, "outcome": "served", "latency_s": 1.0,
-        "completion_tokens": completion_tokens, "correct": correct, "finish_reason": "stop", **extra,
+        "id": "r",
+        "time": 0.0,
+        "route": "/v1/chat/completions",
+        "model": "smollm2-135m",
+        "strategy": strategy,
+        "params": params if params is not None else {"n": 4},
+        "status": 200,
+        "outcome": "served",
+        "latency_s": 1.0,
+        "completion_tokens": completion_tokens,
+        "correct": correct,
+        "finish_reason": "stop",
+        **extra,
     }
     return LedgerRecord(**fields)
 

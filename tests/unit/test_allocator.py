@@ -92,8 +92,7 @@ def test_empty_table_spends_on_length_up_to_the_natural_length_first() -> None:
     assert worst(SMOLLM2, 50, 4, 64) < budget
     plan, _ = allocate(budget, SMOLLM2, H100, 50, lengths=lengths, ns=[1, 2, 4], caps=[64, 128, 256])
     assert (plan.n, plan.max_tokens) == (1, 256)
-    plan, _ = allocate(worst(SMOLLM2, 50, 4, 256) * 1.01, SMOLLM2, H100, 50, lengths=lengths, ns=[1, 2, 4],
-                       caps=[64, 128, 256, 512])
+    plan, _ = allocate(worst(SMOLLM2, 50, 4, 256) * 1.01, SMOLLM2, H100, 50, lengths=lengths, ns=[1, 2, 4], caps=[64, 128, 256, 512])
     assert (plan.n, plan.max_tokens) == (4, 256)
     assert "the prior" in plan.reason
 
@@ -102,8 +101,7 @@ def test_sparse_decode_buys_length_dense_cannot_afford() -> None:
     """In the paper's regime (weights amortised over a large batch); at batch 1 an 8B model is weight-bound."""
     lengths = [12_000] * 4
     budget = request_cost(QWEN3_8B, B200, 1, 150, 6_000, terms=PAPER_TERMS).total
-    plan, _ = allocate(budget, QWEN3_8B, B200, 150, sparse_available=True, block_size=16, lengths=lengths,
-                       terms=PAPER_TERMS)
+    plan, _ = allocate(budget, QWEN3_8B, B200, 150, sparse_available=True, block_size=16, lengths=lengths, terms=PAPER_TERMS)
     assert plan.kv_budget is not None and plan.max_tokens >= 12_000
     dense, _ = allocate(budget, QWEN3_8B, B200, 150, lengths=lengths, terms=PAPER_TERMS)
     assert dense.kv_budget is None and dense.max_tokens < 12_000 and dense.predicted_accuracy == 0
@@ -114,8 +112,7 @@ def rows(n: int, cap: int, right: int, tries: int, kv_budget: int | None = None)
 
 
 EIGHT_IS_BEST = AccuracyTable(
-    rows(1, 256, 30, 100) + rows(2, 256, 45, 100) + rows(4, 256, 60, 100) + rows(8, 256, 85, 100)
-    + rows(16, 256, 70, 100) + rows(32, 256, 65, 100)
+    rows(1, 256, 30, 100) + rows(2, 256, 45, 100) + rows(4, 256, 60, 100) + rows(8, 256, 85, 100) + rows(16, 256, 70, 100) + rows(32, 256, 65, 100)
 )
 
 
@@ -125,8 +122,7 @@ def test_table_that_says_eight_samples_is_best_gets_eight_when_affordable() -> N
     assert (plan.n, plan.max_tokens) == (8, 256)
     assert plan.predicted_accuracy == pytest.approx(0.85, abs=0.01)
     assert "a table of 600 observations" in plan.reason
-    small, _ = allocate(worst(SMOLLM2, 50, 4, 256) * 1.01, SMOLLM2, H100, 50, EIGHT_IS_BEST, lengths=lengths,
-                        caps=[256])
+    small, _ = allocate(worst(SMOLLM2, 50, 4, 256) * 1.01, SMOLLM2, H100, 50, EIGHT_IS_BEST, lengths=lengths, caps=[256])
     assert small.n == 4
 
 
@@ -157,17 +153,13 @@ observations = st.lists(
     ),
     max_size=60,
 )
-cells = st.builds(
-    Cell, n=st.integers(1, 40), max_tokens=st.integers(1, 8000), kv_budget=st.sampled_from([None, 128, 256, 512, 2048])
-)
+cells = st.builds(Cell, n=st.integers(1, 40), max_tokens=st.integers(1, 8000), kv_budget=st.sampled_from([None, 128, 256, 512, 2048]))
 
 
 @given(observations, cells, cells)
 def test_table_estimates_are_monotone_in_samples_cap_and_kv(obs, a, b) -> None:
     predict = AccuracyTable(obs).predictor(Prior(l_in=100, limit=8000, lengths=(50, 300, 900)))
-    low, high = Cell(min(a.n, b.n), min(a.max_tokens, b.max_tokens), a.kv_budget), Cell(
-        max(a.n, b.n), max(a.max_tokens, b.max_tokens), None
-    )
+    low, high = Cell(min(a.n, b.n), min(a.max_tokens, b.max_tokens), a.kv_budget), Cell(max(a.n, b.n), max(a.max_tokens, b.max_tokens), None)
     assert 0 <= predict(low) <= predict(high) <= 1
 
 
@@ -180,8 +172,7 @@ budgets = st.floats(1e9, 1e19)
 @given(shapes, st.integers(1, 3000), budgets, st.booleans(), profiles, observations, st.sampled_from([16, 32, 64]))
 def test_plan_never_exceeds_the_budget_with_every_sample_at_the_cap(shape, l_in, budget, sparse, lengths, obs, block):
     try:
-        plan, considered = allocate(budget, shape, H100, l_in, AccuracyTable(obs), sparse, block_size=block,
-                                    lengths=lengths)
+        plan, considered = allocate(budget, shape, H100, l_in, AccuracyTable(obs), sparse, block_size=block, lengths=lengths)
     except BudgetTooSmall:
         assert max_length(shape, H100, budget, 1, l_in) == 0
         return

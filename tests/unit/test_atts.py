@@ -177,7 +177,9 @@ class Scripted:
             return [ord(c) for c in text]
         return [0]
 
-    async def generate(self, n: int, *, prompt: list[int] | None = None, model: str | None = None, stage: str = "sample", max_tokens: int | None = None, **kw: Any) -> list[Rollout]:
+    async def generate(
+        self, n: int, *, prompt: list[int] | None = None, model: str | None = None, stage: str = "sample", max_tokens: int | None = None, **kw: Any
+    ) -> list[Rollout]:
         if self.exhausted:
             return []
         sample = self._sample_of(prompt)

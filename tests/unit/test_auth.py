@@ -17,13 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from service.state import store
-from service.api.errors import install_error_handlers
 from service.api.auth import AuthMiddleware, KeyRing, Quotas, digest, presented_key
-from service.budget import Usage
-from service.state.ledger import Ledger
+from service.api.errors import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
+from service.budget import Usage
 from service.settings import LedgerSettings, QuotaSettings, Settings
+from service.state import store
+from service.state.ledger import Ledger
 
 from ..conftest import empty_database, free_port
 

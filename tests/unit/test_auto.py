@@ -21,7 +21,14 @@ CODE = 'def add(a, b):\n    """Sum.\n    >>> add(2, 3)\n    5\n    """\n'
 
 
 class Probed:
-    def __init__(self, answers: AnswerGrouper, probes: list[str], text: str = "What is 2+2?", choices: list[tuple[int, str, bool]] | None = None, agreements: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        answers: AnswerGrouper,
+        probes: list[str],
+        text: str = "What is 2+2?",
+        choices: list[tuple[int, str, bool]] | None = None,
+        agreements: list[float] | None = None,
+    ) -> None:
         self.task = Task(text=text, verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=64)
         self.answers = answers
         self.probes = probes

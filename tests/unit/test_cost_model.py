@@ -236,29 +236,25 @@ kv_budgets = st.one_of(st.none(), st.sampled_from([128, 256, 512, 1024, 2048]))
 block_sizes = st.one_of(st.none(), st.sampled_from([16, 32, 64]))
 
 
-@given(shapes, hardware, terms, st.integers(1, 31), st.integers(0, 4000), st.integers(0, 20000), kv_budgets,
-       block_sizes)
+@given(shapes, hardware, terms, st.integers(1, 31), st.integers(0, 4000), st.integers(0, 20000), kv_budgets, block_sizes)
 def test_cost_is_monotone_in_samples(shape, hw, t, n, l_in, l_out, kv_budget, block_size) -> None:
     low = request_cost(shape, hw, n, l_in, l_out, kv_budget, block_size, t).total
     assert request_cost(shape, hw, n + 1, l_in, l_out, kv_budget, block_size, t).total >= low
 
 
-@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(1, 3000),
-       kv_budgets, block_sizes)
+@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(1, 3000), kv_budgets, block_sizes)
 def test_cost_is_monotone_in_length(shape, hw, t, n, l_in, l_out, more, kv_budget, block_size) -> None:
     low = request_cost(shape, hw, n, l_in, l_out, kv_budget, block_size, t).total
     assert request_cost(shape, hw, n, l_in, l_out + more, kv_budget, block_size, t).total >= low
 
 
-@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(1, 8192),
-       st.integers(1, 8192), block_sizes)
+@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(1, 8192), st.integers(1, 8192), block_sizes)
 def test_cost_is_monotone_in_kv_budget(shape, hw, t, n, l_in, l_out, budget, more, block_size) -> None:
     low = sparse_cost(shape, hw, n, l_in, l_out, budget, block_size, t).total
     assert sparse_cost(shape, hw, n, l_in, l_out, budget + more, block_size, t).total >= low
 
 
-@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(0, 5000),
-       st.sampled_from([16, 32, 64]))
+@given(shapes, hardware, terms, st.integers(1, 32), st.integers(0, 4000), st.integers(0, 20000), st.integers(0, 5000), st.sampled_from([16, 32, 64]))
 def test_sparse_covering_the_context_is_dense_up_to_search(shape, hw, t, n, l_in, l_out, extra, block_size) -> None:
     """What is left is the prompt read per sample instead of once: the paper's sparse model never shares it."""
     sparse = sparse_cost(shape, hw, n, l_in, l_out, l_in + l_out + extra, block_size, t)

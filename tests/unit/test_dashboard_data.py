@@ -21,14 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from service.dashboard import routes as dashboard
-from service.state import results
-from service.state import store
 from service.api import ledger_routes
 from service.api.errors import APIError, install_error_handlers
+from service.dashboard import routes as dashboard
 from service.dashboard.routes import MAX_SINCE, MAX_WINDOW_S, Point, bucket_size, pareto_front, parse_query, percentiles, volume
-from service.state.ledger import RECORD, STREAM, Ledger, LedgerRecord
 from service.settings import LedgerSettings, Settings
+from service.state import results, store
+from service.state.ledger import RECORD, STREAM, Ledger, LedgerRecord
 
 from ..conftest import database_url, empty_database, free_port
 
@@ -70,12 +69,28 @@ def majority_detail() -> dict[str, Any]:
     return {
         "strategy": {"name": "majority", "n": 4},
         "candidates": [
-            {"index": i, "text": f"The answer is {a}", "tokens": 10 + i, "finish_reason": "stop", "answer": a, "group": g, "scores": {"logprob": -0.1 * (i + 1)}}
+            {
+                "index": i,
+                "text": f"The answer is {a}",
+                "tokens": 10 + i,
+                "finish_reason": "stop",
+                "answer": a,
+                "group": g,
+                "scores": {"logprob": -0.1 * (i + 1)},
+            }
             for i, (a, g) in enumerate([("42", 0), ("42", 0), ("41", 1), ("42", 0)])
         ],
         "chosen": 0,
-        "selection": {"method": "majority", "weight": "none", "tally": [{"group": 0, "answer": "42", "votes": 3, "weight": 3.0}, {"group": 1, "answer": "41", "votes": 1, "weight": 1.0}], "winner": 0, "tied": [], "tie_break": None},
-        "trace": [{"t": 0.01 * i, "type": "rollout", "stage": "sample", "index": i, "tokens": 10 + i, "finish_reason": "stop"} for i in range(4)] + [{"t": 0.05, "type": "tally", "winner": 0}],
+        "selection": {
+            "method": "majority",
+            "weight": "none",
+            "tally": [{"group": 0, "answer": "42", "votes": 3, "weight": 3.0}, {"group": 1, "answer": "41", "votes": 1, "weight": 1.0}],
+            "winner": 0,
+            "tied": [],
+            "tie_break": None,
+        },
+        "trace": [{"t": 0.01 * i, "type": "rollout", "stage": "sample", "index": i, "tokens": 10 + i, "finish_reason": "stop"} for i in range(4)]
+        + [{"t": 0.05, "type": "tally", "winner": 0}],
         "correct": True,
     }
 
@@ -89,12 +104,46 @@ async def seed(redis: Redis, now: float) -> dict[str, list[str]]:
     await redis.xadd(STREAM, {"record": old.model_dump_json(exclude={"detail"})}, id=f"{int(old.time * 1000)}-0")
     ledger = Ledger(redis, LedgerSettings())
     fresh = [
-        *(record(rid(i), now - 50 + i, strategy="majority", params={"name": "majority", "n": 4}, completion_tokens=40 + 20 * i, latency_s=1.0 + i, correct=c,
-                  stages={"sample": {"prompt_tokens": 30, "completion_tokens": 40 + 20 * i, "cached_tokens": 24}}, detail=majority_detail())
-          for i, c in enumerate([True, None, False, None])),
-        *(record(rid(10 + i), now - 40 + i, stream=True, completion_tokens=10, latency_s=0.5, ttft_s=0.1 * (i + 1), correct=c) for i, c in enumerate([True, False, None])),
-        *(record(rid(20 + i), now - 30 + i, model="other", strategy="best_of_n", params={"name": "best_of_n", "n": 2, "select": "logprob"}, completion_tokens=20, latency_s=1.5) for i in range(2)),
-        record(rid(30), now - 20, strategy="majority", params={"name": "majority", "n": 4}, status=503, outcome="failed", prompt_tokens=0, error={"status": 503, "code": "engine_unavailable", "message": "engine died"}),
+        *(
+            record(
+                rid(i),
+                now - 50 + i,
+                strategy="majority",
+                params={"name": "majority", "n": 4},
+                completion_tokens=40 + 20 * i,
+                latency_s=1.0 + i,
+                correct=c,
+                stages={"sample": {"prompt_tokens": 30, "completion_tokens": 40 + 20 * i, "cached_tokens": 24}},
+                detail=majority_detail(),
+            )
+            for i, c in enumerate([True, None, False, None])
+        ),
+        *(
+            record(rid(10 + i), now - 40 + i, stream=True, completion_tokens=10, latency_s=0.5, ttft_s=0.1 * (i + 1), correct=c)
+            for i, c in enumerate([True, False, None])
+        ),
+        *(
+            record(
+                rid(20 + i),
+                now - 30 + i,
+                model="other",
+                strategy="best_of_n",
+                params={"name": "best_of_n", "n": 2, "select": "logprob"},
+                completion_tokens=20,
+                latency_s=1.5,
+            )
+            for i in range(2)
+        ),
+        record(
+            rid(30),
+            now - 20,
+            strategy="majority",
+            params={"name": "majority", "n": 4},
+            status=503,
+            outcome="failed",
+            prompt_tokens=0,
+            error={"status": 503, "code": "engine_unavailable", "message": "engine died"},
+        ),
         record(rid(31), now - 10, status=499, outcome="cancelled", completion_tokens=3),
     ]
     for r in fresh:
@@ -109,7 +158,17 @@ def write_bench(directory: Path) -> Path:
     dominated); the oracle row is an upper bound no request returns and must not become a point."""
 
     def outcomes(correct: list[bool], tokens: int) -> list[dict[str, Any]]:
-        return [{"problem": f"p{i}", "latency_s": 0.2, "completion_tokens": tokens, "prompt_tokens": 20, "cached_tokens": 0, "correct": {"chosen": c, "oracle": True}} for i, c in enumerate(correct)]
+        return [
+            {
+                "problem": f"p{i}",
+                "latency_s": 0.2,
+                "completion_tokens": tokens,
+                "prompt_tokens": 20,
+                "cached_tokens": 0,
+                "correct": {"chosen": c, "oracle": True},
+            }
+            for i, c in enumerate(correct)
+        ]
 
     result = {
         "benchmark": "accuracy-tiny",
@@ -117,8 +176,20 @@ def write_bench(directory: Path) -> Path:
         "model": {"name": "bench-model"},
         "runs": [
             {"config": "greedy", "strategy": None, "temperature": 0.0, "rows": ["chosen"], "outcomes": outcomes([True, True, False, False], 10)},
-            {"config": "majority@4", "strategy": {"name": "majority", "n": 4}, "temperature": 0.4, "rows": ["chosen", "oracle"], "outcomes": outcomes([True, True, True, False], 40)},
-            {"config": "majority@8", "strategy": {"name": "majority", "n": 8}, "temperature": 0.4, "rows": ["chosen", "oracle"], "outcomes": outcomes([True, True, False, False], 80)},
+            {
+                "config": "majority@4",
+                "strategy": {"name": "majority", "n": 4},
+                "temperature": 0.4,
+                "rows": ["chosen", "oracle"],
+                "outcomes": outcomes([True, True, True, False], 40),
+            },
+            {
+                "config": "majority@8",
+                "strategy": {"name": "majority", "n": 8},
+                "temperature": 0.4,
+                "rows": ["chosen", "oracle"],
+                "outcomes": outcomes([True, True, False, False], 80),
+            },
         ],
     }
     path = directory / f"{BENCH_RUN}.json"
@@ -305,8 +376,22 @@ def test_result_files_are_reread_when_they_change_and_bad_ones_are_skipped(tmp_p
 
 
 def point(name: str, accuracy: float | None, tokens: float) -> Point:
-    return Point(id=name, population="p", source="request", run=None, model="m", strategy="s", setting=name, requests=1, known=1, correct=1,
-                 accuracy=accuracy, stderr=0.0, mean_completion_tokens=tokens, mean_total_tokens=tokens)
+    return Point(
+        id=name,
+        population="p",
+        source="request",
+        run=None,
+        model="m",
+        strategy="s",
+        setting=name,
+        requests=1,
+        known=1,
+        correct=1,
+        accuracy=accuracy,
+        stderr=0.0,
+        mean_completion_tokens=tokens,
+        mean_total_tokens=tokens,
+    )
 
 
 def test_pareto_front_keeps_only_undominated_points_in_token_order() -> None:

@@ -189,8 +189,7 @@ def entrypoint(fake_bin: Path, *args: str, **env: str) -> list[str]:
 def test_entrypoint_joins_the_ray_cluster_before_serving(fake_bin: Path) -> None:
     calls = entrypoint(fake_bin, "serve", PONDER_RAY_ADDRESS="ray-head:6379", PONDER_RAY_NODE_ARGS="--object-store-memory=1 --x=2")
     assert calls == [
-        "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0 --disable-usage-stats"
-        " --object-store-memory=1 --x=2 ns=ponder-gw-7f9c",
+        "ray start --address=ray-head:6379 --num-cpus=0 --num-gpus=0 --disable-usage-stats --object-store-memory=1 --x=2 ns=ponder-gw-7f9c",
         "ponder serve ns=ponder-gw-7f9c",
     ]
     assert entrypoint(fake_bin, "serve", PONDER_RAY_ADDRESS="h:6379", PONDER_RAY_NAMESPACE="mine")[-1] == "ponder serve ns=mine"
@@ -266,14 +265,17 @@ def test_compose_services_fit_together(compose: dict[str, Any], monkeypatch: pyt
     assert (ROOT / head["build"]["context"] / head["build"]["dockerfile"]) == DEPLOY / "Dockerfile.cpu"
     assert gateway["deploy"]["replicas"] == 2
     assert {k: v["condition"] for k, v in gateway["depends_on"].items()} == {
-        "redis": "service_healthy", "ray-head": "service_healthy", "ray-worker": "service_healthy"}
+        "redis": "service_healthy",
+        "ray-head": "service_healthy",
+        "ray-worker": "service_healthy",
+    }
     # The gateway's environment is valid for Ponder's settings, and names the services that exist.
     settings = settings_from(gateway["environment"], monkeypatch)
     assert settings.api_keys, "compose turns API keys on"
     assert settings.ray_address == "ray-head:6379" and "--port=6379" in head["command"]
     assert urlparse(settings.redis_url).hostname == "redis"
     # Every engine's custom resource is on the worker, with a slot for each gateway's engines.
-    worker_resources = ray_resources(next(a for a in worker["command"] if a.startswith("--resources="))[len("--resources="):])
+    worker_resources = ray_resources(next(a for a in worker["command"] if a.startswith("--resources="))[len("--resources=") :])
     for model in settings.models:
         assert model.resources, f"{model.name} has no custom resource: its engines could land on any node"
         for name, amount in model.resources.items():
@@ -379,7 +381,7 @@ def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path:
 
 
 def test_promtool_rejects_a_broken_query(tmp_path: Path) -> None:
-    done = promtool_check_queries(['sum by (strategy (rate(ponder_requests_total[$__rate_interval]))'], tmp_path)
+    done = promtool_check_queries(["sum by (strategy (rate(ponder_requests_total[$__rate_interval]))"], tmp_path)
     assert done.returncode != 0
 
 
@@ -447,10 +449,26 @@ def test_dashboard_layout_and_variables(dashboard: dict[str, Any]) -> None:
         assert variables[name]["includeAll"] and variables[name]["multi"] and variables[name]["allValue"] == ".*"
         assert variables[name]["definition"].startswith("label_values(ponder_requests_total")
     titles = " | ".join(p["title"].lower() for p in panels)
-    for wanted in ("request rate", "error rate", "tokens/s", "tokens per request", "latency", "time to first token",
-                   "rollout latency", "rollouts in flight", "queue depth", "kv cache", "budget", "prefix cache",
-                   "ledger write failures", "feedback", "marked correct", "cache lookups", "cache hit ratio",
-                   "tokens saved"):
+    for wanted in (
+        "request rate",
+        "error rate",
+        "tokens/s",
+        "tokens per request",
+        "latency",
+        "time to first token",
+        "rollout latency",
+        "rollouts in flight",
+        "queue depth",
+        "kv cache",
+        "budget",
+        "prefix cache",
+        "ledger write failures",
+        "feedback",
+        "marked correct",
+        "cache lookups",
+        "cache hit ratio",
+        "tokens saved",
+    ):
         assert wanted in titles, wanted
 
 
@@ -508,8 +526,9 @@ def raycluster_validator(k8s_version: str) -> jsonschema.Draft202012Validator:
 
 def test_kustomization_builds_every_resource(manifests: list[dict[str, Any]]) -> None:
     kinds = sorted(m["kind"] for m in manifests)
-    assert kinds == sorted(["Namespace", "ConfigMap", "Service", "Service", "StatefulSet", "RayCluster", "Deployment",
-                            "HorizontalPodAutoscaler", "PodDisruptionBudget"])
+    assert kinds == sorted(
+        ["Namespace", "ConfigMap", "Service", "Service", "StatefulSet", "RayCluster", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    )
     assert all(m["metadata"].get("namespace") == "ponder" for m in manifests if m["kind"] != "Namespace")
 
 
@@ -566,7 +585,9 @@ def test_every_pod_runs_as_a_non_root_user(manifests: list[dict[str, Any]]) -> N
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, name
         # the gateway's sandbox needs user namespaces and mounts: the profile that allows them, and no other pod
-        expected = {"type": "Localhost", "localhostProfile": f"profiles/{GATEWAY_PROFILE.name}"} if name == "Deployment/ponder-gateway" else {"type": "RuntimeDefault"}
+        expected = (
+            {"type": "Localhost", "localhostProfile": f"profiles/{GATEWAY_PROFILE.name}"} if name == "Deployment/ponder-gateway" else {"type": "RuntimeDefault"}
+        )
         assert context["seccompProfile"] == expected, name
         for container in spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name

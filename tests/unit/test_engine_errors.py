@@ -10,8 +10,8 @@ import pytest
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 
-from service.engines.actor import EngineActor
 from compute.protocol import EngineDead, EngineRequestError
+from service.engines.actor import EngineActor
 
 translate = EngineActor.__ray_actor_class__._translate
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import REGISTRY
 
+from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
 from service.api.errors import UNAVAILABLE_RETRY_AFTER_S, APIError
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
-from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
 from service.execution.generation import MeteredRun
 
 

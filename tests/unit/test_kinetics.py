@@ -24,7 +24,9 @@ LOCAL = HardwareProfile(name="local", flops=2e11, bandwidth=2e10, source="measur
 class Planned:
     """Answers `planning`, records `restrict`, and runs the inner strategy as samples of `length` tokens each."""
 
-    def __init__(self, length: int = 40, sparse: dict[int, str] | None = None, observations: list[Observation] | None = None, hardware: HardwareProfile = LOCAL) -> None:
+    def __init__(
+        self, length: int = 40, sparse: dict[int, str] | None = None, observations: list[Observation] | None = None, hardware: HardwareProfile = LOCAL
+    ) -> None:
         self.task = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
         self.length = length
         self.sparse = sparse or {}

@@ -12,11 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from service.state import store
-from service.budget import Budget
-from service.budget import Usage
-from service.state.ledger import Entry, Ledger, LedgerRecord, bench_records, observe
+from service.budget import Budget, Usage
 from service.settings import LedgerSettings
+from service.state import store
+from service.state.ledger import Entry, Ledger, LedgerRecord, bench_records, observe
 
 from ..conftest import empty_database, free_port
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from ray.exceptions import RayActorError
 
+from compute.protocol import EngineInfo
 from service.engines import pool as pool_module
 from service.engines.pool import EnginePool
-from compute.protocol import EngineInfo
 from service.settings import ModelSpec
 
 INFO = EngineInfo(model="scripted", max_model_len=128, dtype="float32")
@@ -52,8 +52,14 @@ def actor(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedActor]:
 
 def pool() -> EnginePool:
     return EnginePool(
-        spec=ModelSpec(), model_path="/nonexistent", engine_args={}, env={}, namespace="test",
-        start_timeout_s=5, health_interval_s=0.01, retries=1,
+        spec=ModelSpec(),
+        model_path="/nonexistent",
+        engine_args={},
+        env={},
+        namespace="test",
+        start_timeout_s=5,
+        health_interval_s=0.01,
+        retries=1,
     )
 
 

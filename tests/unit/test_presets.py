@@ -16,14 +16,19 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_presets_are_validated_strategies_with_budgets(tmp_path: Path) -> None:
-    presets = load_presets(write(tmp_path, """
+    presets = load_presets(
+        write(
+            tmp_path,
+            """
 careful-math:
   description: majority of 16
   strategy: {name: majority, n: 16, temperature: 0.6}
   budget: {max_total_tokens: 4096}
 fast-atts:
   strategy: {name: atts, samples: 4, turns: 3, alpha: 0.3}
-"""))
+""",
+        )
+    )
     assert list(presets) == ["careful-math", "fast-atts"]
     careful = presets["careful-math"].listing()
     assert careful["strategy"]["n"] == 16 and careful["budget"] == {"max_total_tokens": 4096, "deadline_s": None}

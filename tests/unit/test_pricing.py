@@ -20,8 +20,11 @@ def run(prompts: list[int], n: int, lengths: list[int], cached: list[int] | None
     it is one prompt's samples sent one request each, and each prompt's prefix-cache hits."""
     hits = cached or [0] * len(prompts)
     return SimpleNamespace(
-        prompts=[[1] * p for p in prompts], sampling=SimpleNamespace(n=n), completions=[SimpleNamespace(token_ids=[7] * k) for k in lengths],
-        samples=samples, cached=lambda p: hits[p],
+        prompts=[[1] * p for p in prompts],
+        sampling=SimpleNamespace(n=n),
+        completions=[SimpleNamespace(token_ids=[7] * k) for k in lengths],
+        samples=samples,
+        cached=lambda p: hits[p],
     )
 
 

@@ -19,8 +19,26 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
-FIELDS = ["model", "messages", "prompt", "n", "temperature", "top_p", "max_tokens", "stop", "logprobs", "top_logprobs",
-          "stream", "stream_options", "strategy", "budget", "seed", "user", "echo", "ignore_eos"]
+FIELDS = [
+    "model",
+    "messages",
+    "prompt",
+    "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+    "strategy",
+    "budget",
+    "seed",
+    "user",
+    "echo",
+    "ignore_eos",
+]
 bodies = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), json_values, max_size=8)
 
 
@@ -70,8 +88,13 @@ def test_prompt_forms() -> None:
 
 def test_chat_defaults_and_limits() -> None:
     request = ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
-         "max_completion_tokens": 7, "logprobs": True, "stop": "x"}
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+            "max_completion_tokens": 7,
+            "logprobs": True,
+            "stop": "x",
+        }
     )
     assert request.messages[0].text() == "ab"
     assert request.token_limit == 7
@@ -82,8 +105,12 @@ def test_chat_defaults_and_limits() -> None:
 
 @pytest.mark.parametrize(
     ("loc", "expected"),
-    [(("messages", 0, "content", "str"), "messages[0].content"), (("prompt", "list[int]", 3), "prompt[3]"),
-     (("budget", "deadline_s"), "budget.deadline_s"), ((), None)],
+    [
+        (("messages", 0, "content", "str"), "messages[0].content"),
+        (("prompt", "list[int]", 3), "prompt[3]"),
+        (("budget", "deadline_s"), "budget.deadline_s"),
+        ((), None),
+    ],
 )
 def test_param_path(loc: tuple, expected: str | None) -> None:
     assert param_path(loc) == expected

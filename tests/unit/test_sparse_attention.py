@@ -59,13 +59,23 @@ def slots(blocks: list[int], start: int, end: int) -> torch.Tensor:
 
 def dense(cache: Cache, rows: list[int], query: torch.Tensor, query_start: torch.Tensor) -> torch.Tensor:
     seq_lens = torch.tensor([len(cache.keys[r]) for r in rows], dtype=torch.int32)
-    metadata = ops.cpu_attn_get_scheduler_metadata(
-        len(rows), HEADS, KV_HEADS, HEAD_DIM, seq_lens, cache.dtype, query_start, True, -1, cache.isa, True
-    )
+    metadata = ops.cpu_attn_get_scheduler_metadata(len(rows), HEADS, KV_HEADS, HEAD_DIM, seq_lens, cache.dtype, query_start, True, -1, cache.isa, True)
     output = torch.empty_like(query)
     ops.cpu_attention_with_kv_cache(
-        query, cache.key_cache, cache.value_cache, output, query_start, seq_lens, SCALE, True, None, -1,
-        cache.table(rows), 0.0, metadata, None,
+        query,
+        cache.key_cache,
+        cache.value_cache,
+        output,
+        query_start,
+        seq_lens,
+        SCALE,
+        True,
+        None,
+        -1,
+        cache.table(rows),
+        0.0,
+        metadata,
+        None,
     )
     return output
 
@@ -76,18 +86,31 @@ def per_head_call(cache: Cache, query: torch.Tensor, blocks: list[list[list[int]
     num_blocks = cache.kv.shape[0]
     pseudo_key, pseudo_value = cache.kv.view(num_blocks * KV_HEADS, 1, 2 * BLOCK, HEAD_DIM).chunk(2, dim=2)
     width = max(len(head) for row in blocks for head in row)
-    table = torch.tensor([[b * KV_HEADS + h for b in blocks[r][h]] + [0] * (width - len(blocks[r][h]))
-                          for r in range(len(blocks)) for h in range(KV_HEADS)], dtype=torch.int32)
-    seq_lens = torch.tensor([(len(blocks[r][h]) - 1) * BLOCK + lengths[r] - (lengths[r] - 1) // BLOCK * BLOCK
-                             for r in range(len(blocks)) for h in range(KV_HEADS)], dtype=torch.int32)
-    start = torch.arange(len(blocks) * KV_HEADS + 1, dtype=torch.int32)
-    metadata = ops.cpu_attn_get_scheduler_metadata(
-        len(blocks) * KV_HEADS, GROUP, 1, HEAD_DIM, seq_lens, cache.dtype, start, True, -1, cache.isa, True
+    table = torch.tensor(
+        [[b * KV_HEADS + h for b in blocks[r][h]] + [0] * (width - len(blocks[r][h])) for r in range(len(blocks)) for h in range(KV_HEADS)], dtype=torch.int32
     )
+    seq_lens = torch.tensor(
+        [(len(blocks[r][h]) - 1) * BLOCK + lengths[r] - (lengths[r] - 1) // BLOCK * BLOCK for r in range(len(blocks)) for h in range(KV_HEADS)],
+        dtype=torch.int32,
+    )
+    start = torch.arange(len(blocks) * KV_HEADS + 1, dtype=torch.int32)
+    metadata = ops.cpu_attn_get_scheduler_metadata(len(blocks) * KV_HEADS, GROUP, 1, HEAD_DIM, seq_lens, cache.dtype, start, True, -1, cache.isa, True)
     output = torch.empty_like(query)
     ops.cpu_attention_with_kv_cache(
-        query.reshape(-1, GROUP, HEAD_DIM), pseudo_key, pseudo_value, output.view(-1, GROUP, HEAD_DIM), start,
-        seq_lens, SCALE, True, None, -1, table, 0.0, metadata, None,
+        query.reshape(-1, GROUP, HEAD_DIM),
+        pseudo_key,
+        pseudo_value,
+        output.view(-1, GROUP, HEAD_DIM),
+        start,
+        seq_lens,
+        SCALE,
+        True,
+        None,
+        -1,
+        table,
+        0.0,
+        metadata,
+        None,
     )
     return output
 
@@ -147,12 +170,12 @@ def test_b_permuted_tables_give_the_same_output(dtype: torch.dtype) -> None:
     assert torch.allclose(got.float(), expected.float(), atol=tolerance(dtype))
 
 
-def plan_for(cache: Cache, rows: list[int], query_lens: list[int], top_k: int, dtype: torch.dtype,
-             is_prefilling: torch.Tensor | None = None) -> sa.SparseDecodePlan | None:
+def plan_for(
+    cache: Cache, rows: list[int], query_lens: list[int], top_k: int, dtype: torch.dtype, is_prefilling: torch.Tensor | None = None
+) -> sa.SparseDecodePlan | None:
     seq_lens = torch.tensor([len(cache.keys[r]) for r in rows], dtype=torch.int32)
     start = torch.tensor([0, *torch.tensor(query_lens).cumsum(0).tolist()], dtype=torch.int32)
-    return sa.plan_sparse_decode(seq_lens, start, cache.table(rows), is_prefilling, int(start[-1]), BLOCK, top_k,
-                                 geometry(dtype))
+    return sa.plan_sparse_decode(seq_lens, start, cache.table(rows), is_prefilling, int(start[-1]), BLOCK, top_k, geometry(dtype))
 
 
 def summaries_of(cache: Cache) -> torch.Tensor:
@@ -164,8 +187,14 @@ def summaries_of(cache: Cache) -> torch.Tensor:
 
 def metadata_for(plan: sa.SparseDecodePlan, start: torch.Tensor, table: torch.Tensor) -> CPUAttentionMetadata:
     return CPUAttentionMetadata(
-        num_actual_tokens=int(start[-1]), max_query_len=0, query_start_loc=start, max_seq_len=0,
-        seq_lens=torch.empty(0), block_table=table, slot_mapping=torch.empty(0), scheduler_metadata=None,
+        num_actual_tokens=int(start[-1]),
+        max_query_len=0,
+        query_start_loc=start,
+        max_seq_len=0,
+        seq_lens=torch.empty(0),
+        block_table=table,
+        slot_mapping=torch.empty(0),
+        scheduler_metadata=None,
     )
 
 
@@ -190,8 +219,7 @@ def test_c_reduced_tables_match_sdpa_over_the_selected_blocks_and_read_nothing_e
         cache.kv[block] = float("nan")
     output = torch.empty_like(query)
     start = torch.arange(4, dtype=torch.int32)
-    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries,
-                        SCALE, 0.0)
+    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
     assert torch.isfinite(output).all()
     assert torch.allclose(output.float(), expected, atol=tolerance(dtype))
 
@@ -211,8 +239,7 @@ def test_c_mixed_batch_keeps_prefill_and_short_rows_dense() -> None:
     summaries = summaries_of(cache)
     expected = dense(cache, rows, query, start)
     output = torch.empty_like(query)
-    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries,
-                        SCALE, 0.0)
+    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
     assert torch.equal(output[1:42], expected[1:42])
     chosen = sa.select_blocks(query[plan.tokens], summaries, plan) // KV_HEADS
     for i, (row, token) in enumerate([(0, 0), (3, 42)]):
@@ -282,12 +309,15 @@ def budget(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def impl(layer_index: int) -> tuple[sa.SparseCPUAttentionBackendImpl, SimpleNamespace]:
-    config = SimpleNamespace(model_config=SimpleNamespace(dtype=torch.bfloat16),
-                             parallel_config=SimpleNamespace(decode_context_parallel_size=1))
+    config = SimpleNamespace(model_config=SimpleNamespace(dtype=torch.bfloat16), parallel_config=SimpleNamespace(decode_context_parallel_size=1))
     with set_current_vllm_config(config):  # type: ignore[arg-type]
         attention = sa.SparseCPUAttentionBackendImpl(HEADS, HEAD_DIM, SCALE, KV_HEADS, None, None, "auto")
-    layer = SimpleNamespace(isa=_get_attn_isa(torch.bfloat16, BLOCK, HEAD_DIM, "auto"), _k_scale_float=1.0,
-                            _v_scale_float=1.0, layer_name=f"model.layers.{layer_index}.self_attn.attn")
+    layer = SimpleNamespace(
+        isa=_get_attn_isa(torch.bfloat16, BLOCK, HEAD_DIM, "auto"),
+        _k_scale_float=1.0,
+        _v_scale_float=1.0,
+        layer_name=f"model.layers.{layer_index}.self_attn.attn",
+    )
     return attention, layer
 
 

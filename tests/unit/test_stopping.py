@@ -229,9 +229,21 @@ class Probed:
 
 async def test_probes_stop_a_rollout_once_consecutive_answers_agree_and_none_hedges(answers: AnswerGrouper) -> None:
     replies = {
-        (0, 4): "4}", (0, 8): "4}", (0, 12): "4}",
-        (1, 4): "4}", (1, 8): "4, hmm wait}", (1, 12): "4}", (1, 16): "4}", (1, 20): "4}",
-        (2, 4): "5}", (2, 8): "6}", (2, 12): "5}", (2, 16): "6}", (2, 20): "5}", (2, 24): "6}", (2, 28): "5",
+        (0, 4): "4}",
+        (0, 8): "4}",
+        (0, 12): "4}",
+        (1, 4): "4}",
+        (1, 8): "4, hmm wait}",
+        (1, 12): "4}",
+        (1, 16): "4}",
+        (1, 20): "4}",
+        (2, 4): "5}",
+        (2, 8): "6}",
+        (2, 12): "5}",
+        (2, 16): "6}",
+        (2, 20): "5}",
+        (2, 24): "6}",
+        (2, 28): "5",
     }
     ctx = Probed([80, 80, 30], ["It is 4.", "It is 4.", "It is 5."], replies, answers)
     result = await majority(ctx, MajorityParams(n=3, early_stop=ProbeStop(every=4, agree=3)))  # type: ignore[arg-type]

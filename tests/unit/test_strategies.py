@@ -23,7 +23,9 @@ def tokens(p: float, k: int = 3) -> list[TokenLogprob]:
 
 
 class ScriptedContext:
-    def __init__(self, texts: list[str], probs: list[float] | None = None, task: Task | None = None, answers: AnswerGrouper | None = None, sandbox: Sandbox | None = None) -> None:
+    def __init__(
+        self, texts: list[str], probs: list[float] | None = None, task: Task | None = None, answers: AnswerGrouper | None = None, sandbox: Sandbox | None = None
+    ) -> None:
         self.texts = texts
         self.probs = probs or [0.5] * len(texts)
         self.task = task or Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)

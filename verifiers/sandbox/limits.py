@@ -17,12 +17,8 @@ class SandboxLimits(BaseModel):
     open_files: int = Field(64, ge=16, description="RLIMIT_NOFILE of each sandboxed process")
     output_kb: int = Field(64, ge=1, description="stdout and stderr kept, each; more kills the program")
     concurrency: int = Field(2, ge=1, description="runs at once per Sandbox (a test run is two processes)")
-    uid_base: int = Field(
-        61000, ge=1000, description="a root server runs sandboxed processes as host uids from here (two per concurrent run), never as root"
-    )
-    python: Path | None = Field(
-        None, description="the interpreter bound into the sandbox (default: the server's own); only its standard library is used"
-    )
+    uid_base: int = Field(61000, ge=1000, description="a root server runs sandboxed processes as host uids from here (two per concurrent run), never as root")
+    python: Path | None = Field(None, description="the interpreter bound into the sandbox (default: the server's own); only its standard library is used")
     allow_unisolated: bool = Field(
         False,
         description="development only: where bubblewrap's namespaces are unavailable, run code with seccomp and rlimits alone instead of refusing",

@@ -35,8 +35,9 @@ MAX_DEPTH = 100  # nesting of one plain value
 # Exceptions a candidate may raise across the channel by name: a test that expects `ValueError` sees one. Not the
 # ones that steer iteration: a StopIteration out of `map(candidate, xs)` would end the harness's loop early.
 STEERING = (StopIteration, StopAsyncIteration)
-RAISABLE = {name: value for name, value in vars(builtins).items()
-            if isinstance(value, type) and issubclass(value, Exception) and not issubclass(value, STEERING)}
+RAISABLE = {
+    name: value for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, Exception) and not issubclass(value, STEERING)
+}
 
 
 class NotPlain(TypeError):
@@ -122,7 +123,7 @@ def decode(data: Any, depth: int = 0) -> Any:
         return [decode(item, depth + 1) for item in data]
     if kind is not dict or len(data) != 1:
         raise NotPlain("not an encoded value")
-    (tag, body), = data.items()
+    ((tag, body),) = data.items()
     if tag == "float" and body in ("nan", "inf", "-inf"):
         return float(body)
     if tag == "bytes" and type(body) is str:
@@ -152,7 +153,7 @@ class Channel:
         data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
         view = memoryview(data)
         while view:
-            view = view[os.write(self._write_fd, view):]
+            view = view[os.write(self._write_fd, view) :]
 
     def receive(self) -> dict[str, Any] | None:
         line = self._reader.readline(MAX_MESSAGE + 1)
@@ -219,8 +220,7 @@ class Candidate:
         if self.gone is not None:
             raise CandidateGone(self.gone)
         self._calls += 1
-        self._channel.send({"id": self._calls, "function": function, "args": encode(list(args)),
-                            "kwargs": encode(kwargs)})
+        self._channel.send({"id": self._calls, "function": function, "args": encode(list(args)), "kwargs": encode(kwargs)})
         try:
             reply = self._channel.receive()
         except (ValueError, CandidateGone) as error:

@@ -86,8 +86,12 @@ class Sandbox:
         return self._isolation.layers if self._isolation else []
 
     def report(self) -> dict[str, object]:
-        return {"isolation": self.isolation, "layers": self.layers, "available": self._isolation is not None,
-                **({"problem": self.unavailable} if self.unavailable else {})}
+        return {
+            "isolation": self.isolation,
+            "layers": self.layers,
+            "available": self._isolation is not None,
+            **({"problem": self.unavailable} if self.unavailable else {}),
+        }
 
     def _require(self) -> Isolation:
         if self._isolation is None:
@@ -145,8 +149,14 @@ class Sandbox:
                 candidate_fds = (program_fd, calls_r, replies_w)
                 harness_fds = (calls_w, replies_r, verdicts_w)
                 candidate_config = {"role": "candidate", "program_fd": program_fd, "calls_fd": calls_r, "replies_fd": replies_w}
-                harness_config = {"role": "harness", "tests": tests, "entry_point": entry_point, "calls_fd": calls_w,
-                                  "replies_fd": replies_r, "verdicts_fd": verdicts_w}
+                harness_config = {
+                    "role": "harness",
+                    "tests": tests,
+                    "entry_point": entry_point,
+                    "calls_fd": calls_w,
+                    "replies_fd": replies_r,
+                    "verdicts_fd": verdicts_w,
+                }
                 async with (
                     candidate.running(candidate_uid, candidate_config, candidate_fds),
                     harness.running(harness_uid, harness_config, harness_fds),
