@@ -150,11 +150,11 @@ class Prior:
 
     def __call__(self, cell: Cell) -> float:
         one = ONE_SAMPLE_RIGHT * self.complete(cell.max_tokens) * self.kept(cell.kv_budget)
-        return 1 - (1 - one) ** (cell.n**SAMPLE_EXPONENT)
+        return float(1 - (1 - one) ** (cell.n**SAMPLE_EXPONENT))
 
     def complete(self, cap: int) -> float:
         if self.lengths:
-            return bisect_right(self.lengths, cap) / len(self.lengths)
+            return float(bisect_right(self.lengths, cap) / len(self.lengths))
         if self.limit <= 1:
             return 1.0
         return min(1.0, math.log(max(cap, 1)) / math.log(self.limit))
@@ -162,7 +162,7 @@ class Prior:
     def kept(self, kv_budget: int | None) -> float:
         if kv_budget is None:
             return 1.0
-        return min(1.0, kv_budget / (self.l_in + self.natural_length())) ** KV_EXPONENT
+        return float(min(1.0, kv_budget / (self.l_in + self.natural_length())) ** KV_EXPONENT)
 
     def natural_length(self) -> float:
         if self.lengths:

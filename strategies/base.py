@@ -167,13 +167,20 @@ class CalibrationStore(Protocol):
 
 
 class Context(Protocol):
-    task: Task
-    model: str
-    vocab_size: int
-    answers: AnswerGrouper
-    sandbox: Sandbox
-    cache: Cache
-    calibration: CalibrationStore | None
+    @property
+    def task(self) -> Task: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def answers(self) -> AnswerGrouper: ...
+    @property
+    def sandbox(self) -> Sandbox: ...
+    @property
+    def cache(self) -> Cache: ...
+    @property
+    def calibration(self) -> CalibrationStore | None: ...
 
     async def generate(
         self,

@@ -53,7 +53,8 @@ STRATEGY_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
 
 def default_params(name: str) -> BaseModel:
     """A strategy's parameters with the paper's defaults, for `<model>@<strategy>`."""
-    return STRATEGY_PARAMS.validate_python({"name": name})
+    params: BaseModel = STRATEGY_PARAMS.validate_python({"name": name})
+    return params
 
 
 def check_input(task: Task, params: BaseModel) -> None:

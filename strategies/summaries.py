@@ -78,9 +78,10 @@ async def summarize(ctx: Context, trajectory: Trajectory, *, temperature: float,
     if cached is not None:
         return Summary(trajectory.index, cached["sections"], final, 0, cached=True)
     prompt = PROMPT.format(headings="\n".join(f"{h}:" for h in HEADINGS.values()), problem=ctx.task.text, attempt=attempt)
-    [written] = await ctx.generate(1, temperature=temperature, max_tokens=max_tokens, stage="summary", messages=[{"role": "user", "content": prompt}]) or [None]
-    if written is None:  # the budget ran out before the summary could be written
+    rollouts = await ctx.generate(1, temperature=temperature, max_tokens=max_tokens, stage="summary", messages=[{"role": "user", "content": prompt}])
+    if not rollouts:  # the budget ran out before the summary could be written
         return Summary(trajectory.index, dict.fromkeys(SECTIONS, ""), final, 0, cached=False)
+    written = rollouts[0]
     sections = parse_sections(written.text)
     spent = written.prompt_tokens + len(written.token_ids)
     if not written.cut_short:

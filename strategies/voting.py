@@ -4,7 +4,7 @@ equivalent answers (optionally weighted by a score, as in weighted best-of-N), a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -87,7 +87,7 @@ def vote(candidates: Sequence[Candidate], weight: Weight = "none") -> Tally:
     tied = sorted(g for g, w in weights.items() if math.isclose(w, top, rel_tol=1e-9, abs_tol=1e-12))
     if len(tied) == 1:
         return Tally(weights, counts, tied[0], [], None)
-    rules = [
+    rules: list[tuple[str, Callable[[int], float]]] = [
         ("votes", lambda g: counts[g]),
         ("logprob", lambda g: max((c.scores.get("logprob", -math.inf) for c in candidates if c.group == g))),
         ("first_seen", lambda g: -min(c.index for c in candidates if c.group == g)),

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _after_last(marker: re.Pattern[str], text: str) -> str | None:
     if (last := _last_match(marker, text)) is None:
         return None
     # The answer may sit on the next line ("Answer:\n\n$$42$$"): skip blank space, then take one line.
-    start = _SPACE.match(text, last.end()).end()
+    space = _SPACE.match(text, last.end())  # `\s*` always matches
+    start = space.end() if space else last.end()
     end = text.find("\n", start)
     line = text[start:] if end == -1 else text[start:end]
     return _clean(line)
@@ -164,7 +166,7 @@ def _string_groups(answers: Sequence[str]) -> list[int]:
 # Worker side: these run in the worker process's main thread, the one place math-verify's SIGALRM timeouts work.
 
 
-def _math_verify_config() -> list:
+def _math_verify_config() -> list[Any]:
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
     return [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
@@ -188,7 +190,7 @@ def _group_in_worker(answers: list[str], budget_s: float) -> list[int]:
 
     config = _math_verify_config()
     deadline = time.monotonic() + budget_s
-    parsed: dict[str, list] = {}
+    parsed: dict[str, list[Any]] = {}
 
     def seconds_left() -> int | None:
         left = deadline - time.monotonic()
@@ -202,7 +204,7 @@ def _group_in_worker(answers: list[str], budget_s: float) -> list[int]:
                 parsed[text] = parse("\\boxed{" + text + "}", config, parsing_timeout=timeout_s)
         if (timeout_s := seconds_left()) is None:
             return False
-        return verify(parsed[rep], parsed[answer], timeout_seconds=timeout_s)
+        return bool(verify(parsed[rep], parsed[answer], timeout_seconds=timeout_s))
 
     return _assign_groups(answers, same)
 

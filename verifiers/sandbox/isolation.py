@@ -174,7 +174,6 @@ class Isolation:
         """The command, as launched in a sandbox of its own running as host uid `uid`."""
         if self.launch == "unisolated":
             return command
-        drop = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
         mounts = [
             "--die-with-parent",
             "--new-session",
@@ -212,10 +211,15 @@ class Isolation:
             "--remount-ro",
             "/",
         ]
+        assert BWRAP is not None, "a bubblewrap launch was detected without bubblewrap"
+        userns = [BWRAP, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", *mounts, "--", *command]
+        if self.launch == "bwrap-userns" and os.geteuid() != 0:
+            return userns
+        assert SETPRIV is not None, "a root server's launch was detected without setpriv"
+        drop = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
         if self.launch == "bwrap":
             return [BWRAP, *mounts, "--", *drop, *command]
-        userns = [BWRAP, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", *mounts, "--", *command]
-        return [*drop, *userns] if os.geteuid() == 0 else userns
+        return [*drop, *userns]
 
 
 def _top_level() -> list[str]:

@@ -98,7 +98,8 @@ def probe(isolation: Isolation, uid: int) -> str | None:
         return None
     if done.returncode == 0 and isolation.launch == "unisolated":
         return None  # a root server's unisolated program runs as root: that is what the mode means
-    return (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"]
+    return str(lines[-1])
 
 
 def _kill_group(pid: int) -> None:

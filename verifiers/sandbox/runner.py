@@ -216,7 +216,7 @@ class Candidate:
         self._calls = 0
         self.gone: str | None = None
 
-    def call(self, function: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    def call(self, function: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.gone is not None:
             raise CandidateGone(self.gone)
         self._calls += 1
