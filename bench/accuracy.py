@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
+from bench import replies
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from suites import arithmetic, humaneval
@@ -76,7 +77,9 @@ def humaneval_configs(ns: list[int], temperature: float) -> list[Config]:
 async def ask(client: AsyncOpenAI, messages: list[dict[str, str]], config: Config, max_tokens: int) -> tuple[Any, float]:
     extra = {"strategy": config.strategy} if config.strategy else None
     started = time.monotonic()
-    response = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=max_tokens, temperature=config.temperature, extra_body=extra)  # type: ignore[arg-type]
+    response = await client.chat.completions.create(
+        model=MODEL, messages=replies.chat_messages(messages), max_tokens=max_tokens, temperature=config.temperature, extra_body=extra
+    )
     return response, time.monotonic() - started
 
 

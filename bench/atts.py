@@ -26,6 +26,7 @@ from typing import Any
 
 from openai import AsyncOpenAI
 
+from bench import replies
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from service.cli.calibrate import calibration_request
@@ -70,7 +71,7 @@ async def seed_pool(client: AsyncOpenAI, args: argparse.Namespace) -> int:
     added = 0
     for p in held_out:
         response = await client.chat.completions.create(**calibration_request(MODEL, messages(p), strategy, args.draft_tokens))
-        added += response.model_extra["ponder"]["selection"]["calibration"]["added"]
+        added += replies.ponder(response)["selection"]["calibration"]["added"]
     return added
 
 
@@ -79,12 +80,12 @@ async def solve(client: AsyncOpenAI, p: arithmetic.Problem, strategy: dict[str, 
     strategy = {"draft": args.draft, "target": args.target, **strategy}
     response = await client.chat.completions.create(
         model=MODEL,
-        messages=messages(p),
+        messages=replies.chat_messages(messages(p)),
         max_tokens=args.draft_tokens + args.target_tokens,
         extra_body={"strategy": strategy, "verifier": {"reference": str(p.answer)}},
     )
     latency = time.perf_counter() - started
-    ponder = response.model_extra["ponder"]
+    ponder = replies.ponder(response)
     selection = ponder["selection"]
     turns = [t for s in selection["samples"] for t in s["turns"]]
     return {
@@ -93,8 +94,8 @@ async def solve(client: AsyncOpenAI, p: arithmetic.Problem, strategy: dict[str, 
         "latency_s": latency,
         "correct": {"chosen": bool(ponder["correct"])},
         "any_correct": any(c.get("correct") for c in ponder["candidates"]),
-        "completion_tokens": response.usage.completion_tokens,
-        "prompt_tokens": response.usage.prompt_tokens,
+        "completion_tokens": replies.usage(response).completion_tokens,
+        "prompt_tokens": replies.usage(response).prompt_tokens,
         "cached_tokens": ponder["cached_prompt_tokens"],
         "budget_used": ponder["budget"]["used_tokens"],
         "tokens_by_model": selection["tokens_by_model"],

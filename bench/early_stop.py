@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
+from bench import replies
 from bench.accuracy import stderr
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
@@ -66,7 +67,9 @@ async def run(base_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     async def solve(p: Any, strat: dict[str, Any]) -> dict[str, Any]:
         messages = [{"role": "user", "content": STEPS.format(expression=p.expression)}] if args.suite == "arithmetic" else p.messages
         started = time.monotonic()
-        response = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=args.max_tokens, extra_body={"strategy": strat})  # type: ignore[arg-type]
+        response = await client.chat.completions.create(
+            model=MODEL, messages=replies.chat_messages(messages), max_tokens=args.max_tokens, extra_body={"strategy": strat}
+        )
         latency = time.monotonic() - started
         text = response.choices[0].message.content or ""
         if args.suite == "arithmetic":
@@ -74,14 +77,14 @@ async def run(base_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         else:
             report = await humaneval.grade(sandbox, p, text)
             correct = report.total > 0 and report.passed == report.total
-        ponder = response.model_extra["ponder"]
+        ponder = replies.ponder(response)
         stop = ponder["selection"].get("early_stop") or {}
         return {
             "problem": p.id,
             "correct": {"chosen": correct},
             "latency_s": latency,
-            "prompt_tokens": response.usage.prompt_tokens,
-            "completion_tokens": response.usage.completion_tokens,
+            "prompt_tokens": replies.usage(response).prompt_tokens,
+            "completion_tokens": replies.usage(response).completion_tokens,
             "stages": {k: v["completion_tokens"] for k, v in ponder["tokens"].items()},
             "samples": len(ponder["candidates"]),
             "stopped": len(stop.get("stopped", [])) if isinstance(stop.get("stopped"), list) else 0,

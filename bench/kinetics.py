@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 from openai import AsyncOpenAI, BadRequestError
 
+from bench import replies
 from bench.accuracy import stderr
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
@@ -59,7 +60,7 @@ async def fit(client: AsyncOpenAI, shape: ModelShape, args: argparse.Namespace) 
                 started = time.monotonic()
                 response = await client.completions.create(model=MODEL, prompt=prompt, n=n, max_tokens=length, temperature=0.8, extra_body={"ignore_eos": True})
                 times.append(time.monotonic() - started)
-            cost = request_cost(shape, UNIT, n, response.usage.prompt_tokens, length)  # n samples of one prompt: counted once
+            cost = request_cost(shape, UNIT, n, replies.usage(response).prompt_tokens, length)  # n samples of one prompt: counted once
             points.append(
                 {
                     "n": n,
@@ -126,7 +127,7 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
     items: list[Any] = (
         arithmetic.problems(args.problems) if args.suite == "arithmetic" else [p for p in humaneval.problems() if p.has_visible_tests][: args.problems]
     )
-    l_in = (await client.chat.completions.create(model=MODEL, messages=items[0].messages, max_tokens=1)).usage.prompt_tokens
+    l_in = replies.usage(await client.chat.completions.create(model=MODEL, messages=items[0].messages, max_tokens=1)).prompt_tokens
 
     async def correct(p: Any, text: str) -> bool:
         if args.suite == "arithmetic":
@@ -148,19 +149,19 @@ async def accuracy(client: AsyncOpenAI, shape: ModelShape, hardware: HardwarePro
                         try:
                             response = await client.chat.completions.create(
                                 model=MODEL, messages=p.messages, max_tokens=cap, temperature=temperature, extra_body=extra
-                            )  # type: ignore[arg-type]
+                            )
                         except BadRequestError as refused:  # a budget that cannot pay for the strategy's minimum
                             return {"problem": p.id, "refused": refused.message}
                         latency = time.monotonic() - started
-                    ponder = response.model_extra["ponder"]
+                    ponder = replies.ponder(response)
                     selection = ponder.get("selection", {})
                     return {
                         "problem": p.id,
                         "tier": getattr(p, "tier", None),
                         "correct": {"chosen": await correct(p, response.choices[0].message.content or "")},
                         "latency_s": latency,
-                        "completion_tokens": response.usage.completion_tokens,
-                        "prompt_tokens": response.usage.prompt_tokens,
+                        "completion_tokens": replies.usage(response).completion_tokens,
+                        "prompt_tokens": replies.usage(response).prompt_tokens,
                         "eflops": ponder["cost"]["eflops"],
                         "plan": selection.get("plan"),
                         "choice": selection.get("choice"),

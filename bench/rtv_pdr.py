@@ -1,7 +1,7 @@
 """RTV and PDR on HumanEval through the real server: what the tournament's pick is worth against the rollouts it
 chose from, and what refinement on selected summaries is worth against none or random ones.
 
-    .venv/bin/python -m bench.rtv_pdr --problems 40        # N=8, G=2, V=3, K=2 (the research note's CPU scale)
+    .venv/bin/python -m bench.rtv_pdr --problems 40        # N=8, G=2, V=3, K=2 (the paper's 16/2/8/4 scaled to a CPU)
 
 Per problem, in this order (later requests reuse the earlier ones' summaries and votes through the cache when they
 meet the same rollouts, as a user's repeated requests would; standalone cost is spent + saved): a plain greedy
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from openai import AsyncOpenAI
 
+from bench import replies
 from bench.report import aligned
 from bench.server import ponder_bench, save_result
 from suites import humaneval
@@ -70,20 +71,24 @@ async def solve(client: AsyncOpenAI, sandbox: Sandbox, p: humaneval.Problem, arg
         budget = {"budget": {"max_total_tokens": args.max_total_tokens, "deadline_s": args.deadline_s}}
         extra = budget | (({"strategy": strategy} | ({"seed": seed} if args.seed_requests else {})) if strategy else {})
         response = await client.chat.completions.create(
-            model=MODEL, messages=p.messages, max_tokens=args.max_tokens, temperature=0.0 if strategy is None else args.temperature, extra_body=extra
-        )  # type: ignore[arg-type]
+            model=MODEL,
+            messages=replies.chat_messages(p.messages),
+            max_tokens=args.max_tokens,
+            temperature=0.0 if strategy is None else args.temperature,
+            extra_body=extra,
+        )
         latency = time.monotonic() - started
-        usage = response.usage
+        usage = replies.usage(response)
         entry: dict[str, Any] = {
             "latency_s": latency,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
-            "exhausted": response.model_extra["ponder"]["budget"]["exhausted"],
+            "exhausted": replies.ponder(response)["budget"]["exhausted"],
         }
         if strategy is None:
             entry["correct"] = await passes(sandbox, p, response.choices[0].message.content or "")
         else:
-            ponder = response.model_extra["ponder"]
+            ponder = replies.ponder(response)
             graded = {c["index"]: await passes(sandbox, p, c["text"]) for c in ponder["candidates"]}
             selection = ponder["selection"]
             entry.update(
@@ -119,8 +124,8 @@ async def visible_pick(sandbox: Sandbox, p: humaneval.Problem, candidates: list[
     for c in sorted(candidates, key=lambda c: c["index"]):
         report = await run_tests(sandbox, candidate_program(c["text"], p.stub, p.entry_point), tests, p.entry_point)
         if report.total and report.passed == report.total:
-            return c["index"]
-    return min(c["index"] for c in candidates)
+            return int(c["index"])
+    return min(int(c["index"]) for c in candidates)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

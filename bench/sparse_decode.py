@@ -32,11 +32,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.server import ROOT, save_result
 from service.execution.models import CPU_ENGINE_ENV
-from service.planning.hardware import cpu_dtype
+from service.planning.hardware import CpuDtype, cpu_dtype
 from suites import humaneval
 
 MODEL_DIR = Path.home() / ".local" / "share" / "ponder" / "models" / "smollm2-135m"
@@ -62,7 +62,7 @@ class EngineJob:
     together: list[list[int]] = field(default_factory=list)
     block_size: int = BLOCK_SIZE
     max_model_len: int = MAX_MODEL_LEN
-    dtype: str | None = None  # the host's serving dtype (service.planning.hardware.cpu_dtype) unless set
+    dtype: CpuDtype | None = None  # the host's serving dtype (service.planning.hardware.cpu_dtype) unless set
     ignore_eos: bool = True
 
 
@@ -91,7 +91,8 @@ def run_engine(job: EngineJob, timeout_s: float = 1800) -> dict[str, Any]:
         )
         if done.returncode != 0 or not result_file.exists():
             raise RuntimeError(f"engine job (budget {job.budget}) exited with {done.returncode}:\n{done.stderr[-4000:]}")
-        return json.loads(result_file.read_text())
+        result: dict[str, Any] = json.loads(result_file.read_text())
+        return result
 
 
 def _engine_job(job: EngineJob) -> dict[str, Any]:
@@ -99,7 +100,8 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
     backend's per-step record of KV tokens attended (sparse_attention.STATS, read through collective_rpc), from the
     first repeat. Prefix caching is on, as the service runs it: later repeats and batch copies reuse the prompt's
     blocks (and their key summaries), so only their decode is new work."""
-    from vllm import LLM, SamplingParams
+    from vllm import LLM, RequestOutput, SamplingParams
+    from vllm.inputs import TokensPrompt
 
     llm = LLM(
         model=job.model,
@@ -137,15 +139,15 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
             started = time.perf_counter()
             outputs = engine.step()
             step_s.append(time.perf_counter() - started)
-            tokens = next((list(o.outputs[0].token_ids) for o in outputs if o.request_id == f"{tag}-0" and o.finished), tokens)
+            tokens = next((list(o.outputs[0].token_ids) for o in outputs if isinstance(o, RequestOutput) and o.request_id == f"{tag}-0" and o.finished), tokens)
         return step_s, tokens
 
     if job.prompts:  # the first steps of an engine pay one-off warm-up costs
-        llm.generate([{"prompt_token_ids": job.prompts[0]}], SamplingParams(max_tokens=4), use_tqdm=False)
+        llm.generate([TokensPrompt(prompt_token_ids=job.prompts[0])], SamplingParams(max_tokens=4), use_tqdm=False)
     runs = []
     for i, prompt in enumerate(job.prompts):
         if job.batch > 1:  # prefilled once, so that the copies share its cached blocks
-            llm.generate([{"prompt_token_ids": prompt}], prefill, use_tqdm=False)
+            llm.generate([TokensPrompt(prompt_token_ids=prompt)], prefill, use_tqdm=False)
         repeats = []
         for r in range(job.repeats):
             reset()
@@ -155,7 +157,7 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
     together = None
     if job.together:
         reset()
-        outputs = llm.generate([{"prompt_token_ids": p} for p in job.together], greedy, use_tqdm=False)
+        outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in job.together], greedy, use_tqdm=False)
         together = {"tokens": [list(o.outputs[0].token_ids) for o in outputs], "stats": stats()}
     return {"runs": runs, "together": together}
 
@@ -169,13 +171,13 @@ def text_prompt(tokenizer: Any, length: int) -> list[int]:
 
 
 def pass_key_prompt(tokenizer: Any, length: int, key: str, depth: float) -> list[int]:
-    head = tokenizer(
+    head: list[int] = tokenizer(
         "There is an important piece of information hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about it.\n",
         add_special_tokens=False,
     )["input_ids"]
-    needle = tokenizer(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n", add_special_tokens=False)["input_ids"]
-    question = tokenizer("\nWhat is the pass key? The pass key is", add_special_tokens=False)["input_ids"]
-    unit = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
+    needle: list[int] = tokenizer(f"\nThe pass key is {key}. Remember it. {key} is the pass key.\n", add_special_tokens=False)["input_ids"]
+    question: list[int] = tokenizer("\nWhat is the pass key? The pass key is", add_special_tokens=False)["input_ids"]
+    unit: list[int] = tokenizer(FILLER, add_special_tokens=False)["input_ids"]
     room = length - len(head) - len(needle) - len(question)
     filler = (unit * (room // len(unit) + 1))[:room]
     cut = int(room * depth)
@@ -220,7 +222,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for name, result in results.items():
         found = []
         for j, key in enumerate(PASS_KEYS):
-            text = tokenizer.decode(result["runs"][len(contexts) + j]["tokens"])
+            # One sequence of ids decodes to one string; the declared list is for a batch.
+            text = cast(str, tokenizer.decode(result["runs"][len(contexts) + j]["tokens"]))
             found.append(text.strip().startswith(key))
         accuracy[name] = found
     kernel = kernel_times(args.model, contexts, budgets, args.batch)

@@ -1,4 +1,4 @@
-"""Kinetics' allocation (kinetics.md §3): a budget in eFLOPs becomes N samples, a token cap and a KV budget.
+"""Kinetics' allocation (Sadhukhan et al. 2025 §3; docs/strategies/kinetics-auto.md): a budget in eFLOPs becomes N samples, a token cap and a KV budget.
 
 The paper picks, per question and offline, the best coverage among configurations that fit; a service cannot see
 the answer, so a predicted accuracy takes coverage's place:
@@ -49,7 +49,7 @@ KV_GRID = (128, 256, 512, 1024, 2048)
 # tokens, so powers of two from 16 come first.
 SHORT_CAPS = tuple(2**k for k in range(4, 11))
 PAPER_CAPS = tuple(range(2048, 32768 + 1, 2048))
-# vLLM-CPU kernel blocks are multiples of 32 (research/sparse_kv_on_vllm_cpu.md); the paper's page is 16.
+# vLLM-CPU kernel blocks are multiples of 32 (docs/engine-on-cpu.md, "Sparse decode"); the paper's page is 16.
 CPU_BLOCK_SIZE = 32
 
 ONE_SAMPLE_RIGHT = 0.5

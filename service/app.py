@@ -93,7 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(dashboard.router)
 
     def served_models(request: Request) -> dict[str, ServedModel]:
-        return request.app.state.models
+        models: dict[str, ServedModel] = request.app.state.models
+        return models
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -1,5 +1,5 @@
 """ATTS: asynchronous conformal rejection sampling with a draft and a target model (Xiong et al., ICLR 2026,
-arXiv 2509.15148; procedure and open points in ../shared/research/atts.md).
+arXiv 2509.15148; procedure, knobs and deviations in docs/strategies/atts.md).
 
     for each of m samples, concurrently, no barrier between them:
         H <- []

@@ -1,4 +1,4 @@
-"""Compute-optimal strategy selection (Snell et al. 2024, arXiv 2408.03314 §3; ../shared/research/compute_optimal.md):
+"""Compute-optimal strategy selection (Snell et al. 2024, arXiv 2408.03314 §3; docs/strategies/kinetics-auto.md):
 how hard a prompt is for this model decides which strategy its budget should buy.
 
     probe      k samples of the prompt (the label-free difficulty estimate the paper suggests as cheap)

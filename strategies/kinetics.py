@@ -1,5 +1,5 @@
 """Kinetics budgeting (Sadhukhan et al. 2025, arXiv 2506.05333; cost model and allocation in
-../shared/research/kinetics.md): a compute budget buys the samples, the length and the KV budget that the cost model
+docs/strategies/kinetics-auto.md): a compute budget buys the samples, the length and the KV budget that the cost model
 says it pays for and that are expected to answer best.
 
     C     <- the budget in eFLOPs                       (tokens, seconds or dollars converted below)

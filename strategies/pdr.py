@@ -17,7 +17,7 @@ Original PDR (Madaan et al. 2025), with `schedule` = (M_1, …, M_R), M_R = 1:
     for r in 1..R:  M_r drafts conditioned on (problem, C); if r < R: C <- D(problem, drafts), rebuilt, ≤ κ tokens
     return the single round-R draft
 
-Where the papers are silent (see the research note): a context lists summaries as the judge sees them; random-K
+Where the papers are silent (docs/strategies/rtv-pdr.md lists each choice): a context lists summaries as the judge sees them; random-K
 contexts are drawn with `seed`; with select_k every rollout of an iteration shares one prompt, so they go to the
 engine as one request sharing its KV cache, while random-K rollouts each have their own prompt.
 """

@@ -51,9 +51,9 @@ CHECKS: dict[str, Callable[[Task, Any], None]] = {
 STRATEGY_PARAMS: TypeAdapter[Any] = TypeAdapter(StrategyParams)
 
 
-def default_params(name: str) -> BaseModel:
+def default_params(name: str) -> StrategyParams:
     """A strategy's parameters with the paper's defaults, for `<model>@<strategy>`."""
-    params: BaseModel = STRATEGY_PARAMS.validate_python({"name": name})
+    params: StrategyParams = STRATEGY_PARAMS.validate_python({"name": name})
     return params
 
 

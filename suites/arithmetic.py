@@ -1,5 +1,5 @@
 """Word-free arithmetic from a fixed seed: two-digit sums and products (a two-digit number times a one-digit one;
-two two-digit factors are beyond a 135M model, see research/benchmarks_on_small_model.md). Graded by math-verify
+two two-digit factors are beyond a 135M model, see docs/benchmarks.md, "What the packaged model can show"). Graded by math-verify
 against the exact result; nobody here picked the problems, the seed did."""
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def ensure(peer: Peer, cache: Path) -> dict[str, str]:
     marker = _marker(peer, cache)
     wanted = {"requirement": peer.requirement, "torch": TORCH}
     if marker.exists() and json.loads(marker.read_text()).get("wanted") == wanted:
-        return json.loads(marker.read_text())["versions"]
+        built: dict[str, str] = json.loads(marker.read_text())["versions"]
+        return built
     venv = peer.venv(cache)
     log.info("building %s's environment in %s (several minutes, once)", peer.name, venv)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
@@ -63,4 +64,5 @@ def ensure(peer: Peer, cache: Path) -> dict[str, str]:
 def installed_versions(peer: Peer, cache: Path) -> dict[str, str]:
     script = "import importlib.metadata as m, json, sys; print(json.dumps({d: m.version(d) for d in sys.argv[1:]}))"
     out = subprocess.run([peer.bin(cache, "python"), "-c", script, peer.distribution, "torch"], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+    found: dict[str, str] = json.loads(out.stdout)
+    return found

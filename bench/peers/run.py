@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import subprocess
 import tempfile
@@ -173,10 +174,11 @@ async def peer_suite(
     if "optillm" in args.systems:
         peers.append(("optillm", lambda: systems.optillm_server(args.cache, vllm_url, free_port(), s)))
     if "its_hub" in args.systems:
-        peers += [
-            (key, lambda bon=bon: systems.its_hub_server(args.cache, vllm_url, MODEL, free_port(), s, bon))
-            for key, bon in (("its_hub", False), ("its_hub_bon", True))
-        ]
+
+        def its_hub(bon: bool) -> Side:
+            return systems.its_hub_server(args.cache, vllm_url, MODEL, free_port(), s, bon)
+
+        peers += [(key, functools.partial(its_hub, bon)) for key, bon in (("its_hub", False), ("its_hub_bon", True))]
     for key, side in peers:
         mine = [r for r in rows if r.server == key]
         peer = envs.ITS_HUB.name if key.startswith("its_hub") else key

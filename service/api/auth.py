@@ -163,9 +163,10 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         browser = scope["path"].startswith("/dashboard")
-        key_id = keys.identify(presented_key(scope)) if presented_key(scope) else None
+        presented = presented_key(scope)
+        key_id = keys.identify(presented) if presented else None
         if key_id is None:
-            metrics.AUTH_FAILURES.labels("missing" if not presented_key(scope) else "unknown").inc()
+            metrics.AUTH_FAILURES.labels("missing" if not presented else "unknown").inc()
             # A browser asks its user for the key on a Basic challenge, and resends it with every fetch of the page.
             challenge = {"WWW-Authenticate": 'Basic realm="ponder"' if browser else "Bearer"}
             error = APIError(401, "Missing or invalid API key: send it as 'Authorization: Bearer <key>'", code="invalid_api_key", headers=challenge)

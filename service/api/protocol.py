@@ -162,7 +162,7 @@ class CompletionRequest(SamplingFields):
         if isinstance(prompt, str):
             return [prompt]
         if prompt and isinstance(prompt[0], int):
-            return [prompt]  # type: ignore[list-item]
+            return [prompt]
         return list(prompt)  # type: ignore[arg-type]
 
     @property
@@ -172,3 +172,7 @@ class CompletionRequest(SamplingFields):
     @property
     def logprobs_k(self) -> int | None:
         return self.logprobs
+
+
+# The body of either endpoint: each says in its own way how many tokens and logprobs it wants.
+RequestBody = ChatCompletionRequest | CompletionRequest

@@ -20,7 +20,7 @@ from compute.protocol import CompletionDelta, EngineRequestError, SamplingSpec, 
 from service.api.errors import APIError, error_body, from_validation_error
 from service.api.presets import Preset
 from service.api.protocol import Budget as BudgetRequest
-from service.api.protocol import ChatCompletionRequest, SamplingFields
+from service.api.protocol import ChatCompletionRequest, RequestBody
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
 from service.execution.generation import Completion, MeteredRun
@@ -91,7 +91,7 @@ async def read_request(request: Request, model: type[BaseModel], limit: int) -> 
     return body
 
 
-def apply_preset(body: SamplingFields, presets: dict[str, Preset]) -> None:
+def apply_preset(body: RequestBody, presets: dict[str, Preset]) -> None:
     """`<model>@<preset>` fills the strategy (and the budget, unless the request sets its own) from the preset."""
     preset = presets.get(split_model_name(body.model)[1] or "")
     if preset is None:
@@ -107,7 +107,7 @@ def apply_preset(body: SamplingFields, presets: dict[str, Preset]) -> None:
     body.budget = body.budget or preset.budget
 
 
-def describe(entry: Entry, body: SamplingFields) -> None:
+def describe(entry: Entry, body: RequestBody) -> None:
     """What the ledger knows of a request once its body is valid: model, strategy and its knobs, streaming."""
     entry.model, strategy = split_model_name(body.model)
     entry.stream = body.stream
@@ -116,10 +116,10 @@ def describe(entry: Entry, body: SamplingFields) -> None:
     elif strategy is not None:
         entry.strategy = strategy
     else:
-        entry.params = {"n": body.n, "temperature": body.temperature, "max_tokens": body.token_limit}  # type: ignore[attr-defined]
+        entry.params = {"n": body.n, "temperature": body.temperature, "max_tokens": body.token_limit}
 
 
-def resolve_model(body: SamplingFields, models: dict[str, ServedModel], presets: dict[str, Preset]) -> ServedModel:
+def resolve_model(body: RequestBody, models: dict[str, ServedModel], presets: dict[str, Preset]) -> ServedModel:
     name, strategy = split_model_name(body.model)
     if strategy is not None and strategy not in presets:
         if strategy not in STRATEGY_NAMES:
@@ -149,7 +149,7 @@ def open_budget(requested: BudgetRequest | None, settings: Settings) -> Budget:
     return Budget(max_total_tokens=max_total, deadline_s=deadline)
 
 
-def sampling_for(body: SamplingFields, prompts: list[list[int]], max_model_len: int, logprobs: int | None, limit: int | None) -> SamplingSpec:
+def sampling_for(body: RequestBody, prompts: list[list[int]], max_model_len: int, logprobs: int | None, limit: int | None) -> SamplingSpec:
     longest = max(len(p) for p in prompts)
     if longest >= max_model_len:
         raise APIError(
@@ -243,7 +243,7 @@ class OutputFormat:
 
 async def serve(
     request: Request,
-    body: SamplingFields,
+    body: RequestBody,
     served: ServedModel,
     prompts: list[list[int]],
     fmt: OutputFormat,
@@ -253,8 +253,8 @@ async def serve(
     budget = open_budget(body.budget, settings)
     info = served.pool.info
     assert info is not None
-    limit = body.token_limit  # type: ignore[attr-defined]
-    logprobs_k = body.logprobs_k  # type: ignore[attr-defined]
+    limit = body.token_limit
+    logprobs_k = body.logprobs_k
     sampling = sampling_for(body, prompts, info.max_model_len, logprobs_k, limit)
     run = MeteredRun(
         served.pool,
@@ -284,7 +284,7 @@ async def serve(
     if completions is None:
         log.info("client disconnected; engine requests aborted")
         return Response(status_code=499)
-    payload = {
+    payload: dict[str, Any] = {
         **header,
         "object": fmt.object,
         "choices": [fmt.choice(c, logprobs_k is not None) for c in completions],

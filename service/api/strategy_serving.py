@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.api.errors import APIError
-from service.api.protocol import SamplingFields
+from service.api.protocol import RequestBody
 from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
 from service.engines.pool import EngineUnavailable
 from service.execution.context import RequestContext
@@ -31,7 +31,7 @@ from service.state.calibration import RedisCalibration
 from service.state.ledger import Entry
 from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.names import split_model_name
-from strategies.registry import STRATEGIES, check_input, default_params
+from strategies.registry import STRATEGIES, StrategyParams, check_input, default_params
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxUnavailable
 
@@ -41,17 +41,17 @@ log = logging.getLogger(__name__)
 PLAN_KEYS = ("n", "max_tokens", "kv_budget", "bin", "choice", "agreement")
 
 
-def strategy_params(body: SamplingFields) -> BaseModel | None:
+def strategy_params(body: RequestBody) -> StrategyParams | None:
     """The strategy a request asks for (its field or its preset's, else the one in `<model>@<strategy>`), or None for
     a plain call."""
     params = body.strategy or (default_params(name) if (name := split_model_name(body.model)[1]) else None)
     return None if params is None or params.name == "none" else params
 
 
-def task_for(body: SamplingFields, text: str) -> Task:
+def task_for(body: RequestBody, text: str) -> Task:
     v = body.verifier
     spec = VerifierSpec(tests=v.tests, entry_point=v.entry_point, reference=v.reference, timeout_s=v.timeout_s) if v else VerifierSpec()
-    return Task(text=text, verifier=spec, temperature=body.temperature, top_p=body.top_p, max_tokens=body.token_limit)  # type: ignore[attr-defined]
+    return Task(text=text, verifier=spec, temperature=body.temperature, top_p=body.top_p, max_tokens=body.token_limit)
 
 
 async def grade(result: StrategyResult, reference: str | None, answers: AnswerGrouper) -> None:
@@ -67,7 +67,7 @@ def check_models(params: BaseModel, models: dict[str, ServedModel], at: str = "s
     a composed rollout runs."""
     if isinstance(inner := getattr(params, "rollout", None), BaseModel):
         check_models(inner, models, f"{at}.rollout")
-    named = getattr(params, "served_models", dict)()
+    named: dict[str, str | None] = getattr(params, "served_models", dict)()
     for field_name, name in named.items():
         param = f"{at}.{field_name}"
         if name is None:
@@ -85,22 +85,22 @@ class StrategyRun:
     def __init__(
         self,
         request: Request,
-        body: SamplingFields,
+        body: RequestBody,
         served: ServedModel,
         prompt: list[int],
         text: str,
-        params: BaseModel,
+        params: StrategyParams,
         settings: Settings,
         messages: list[dict[str, str]] | None = None,
     ) -> None:
         if body.n != 1:
             raise APIError(400, "n must be 1 with a strategy; the strategy's own `n` sets how many samples it draws", param="n", code="invalid_value")
         self.request_id: str = request.state.request_id
-        self.params = params
+        self.params: StrategyParams = params
         self.budget = open_budget(body.budget, settings)
         info = served.pool.info
         assert info is not None
-        self.logprobs_k = body.logprobs_k  # type: ignore[attr-defined]
+        self.logprobs_k = body.logprobs_k
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.ctx = RequestContext(
             served=served,
@@ -116,7 +116,7 @@ class StrategyRun:
             calibration=RedisCalibration(request.app.state.redis, settings.calibration.window, settings.calibration.question_ttl_s),
             models=request.app.state.models,
             messages=messages,
-            base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),  # type: ignore[attr-defined]
+            base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
         )
@@ -134,7 +134,7 @@ class StrategyRun:
         """A strategy may find the request unservable only once it has looked (Kinetics: a budget that buys not one
         token): that is still the caller's 400, raised before any engine work."""
         try:
-            result = await STRATEGIES[self.params.name](self.ctx, self.params)  # type: ignore[attr-defined]
+            result = await STRATEGIES[self.params.name](self.ctx, self.params)
         except StrategyInputError as exc:
             raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
         except SandboxUnavailable as exc:
@@ -179,7 +179,7 @@ class StrategyRun:
         }
 
 
-async def serve_strategy(request: Request, run: StrategyRun, body: SamplingFields, served: ServedModel, fmt: OutputFormat) -> Response:
+async def serve_strategy(request: Request, run: StrategyRun, body: RequestBody, served: ServedModel, fmt: OutputFormat) -> Response:
     header = {"id": fmt.id_prefix + run.request_id, "created": int(time.time()), "model": served.spec.name}
     with_logprobs = run.logprobs_k is not None
     if body.stream:
@@ -188,7 +188,7 @@ async def serve_strategy(request: Request, run: StrategyRun, body: SamplingField
     if result is None:
         log.info("client disconnected; strategy cancelled and its engine requests aborted")
         return Response(status_code=499)
-    payload = {
+    payload: dict[str, Any] = {
         **header,
         "object": fmt.object,
         "choices": [fmt.choice(run.choice(result), with_logprobs)],
@@ -201,8 +201,8 @@ async def serve_strategy(request: Request, run: StrategyRun, body: SamplingField
         run.params.name,
         len(result.candidates),
         run.ctx.usage.completion_tokens,
-        run.budget.exhausted,  # type: ignore[attr-defined]
-        extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},  # type: ignore[attr-defined]
+        run.budget.exhausted,
+        extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},
     )
     return JSONResponse(payload, headers={"x-request-id": run.request_id})
 

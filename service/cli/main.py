@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 from service.logs import configure_logging
 from service.settings import Settings
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         from service.shutdown import DrainingServer
 
         app = create_app(settings)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=settings.drain.timeout_s)
+        # uvicorn takes whole seconds; rounding up never cuts short the drain that was configured.
+        grace_s = math.ceil(settings.drain.timeout_s)
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=grace_s)
         DrainingServer(config, app.state, settings.drain.readiness_delay_s).run()
     elif args.command == "calibrate":
         import asyncio

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,7 @@ class EnginePool:
     replicas: list[Replica] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _generation: itertools.count = field(default_factory=itertools.count)
+    _generation: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
     def info(self) -> EngineInfo | None:
@@ -91,7 +91,9 @@ class EnginePool:
     def _all_failed(self) -> bool:
         return all(r.state == "failed" for r in self.replicas)
 
-    async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0
+    ) -> AsyncGenerator[EngineChunk, None]:
         """Streams the engine's chunks; aborts the engine request if the consumer stops early or is cancelled."""
         for attempt in itertools.count():
             replica = await self._pick()
@@ -168,7 +170,10 @@ class EnginePool:
         }
         if self.spec.resources:
             options["resources"] = self.spec.resources
-        replica.handle = EngineActor.options(**options).remote(self.model_path, self.spec.name, self.engine_args)
+        # Ray types the class that @ray.remote wraps as the class itself, not as the actor class it returns.
+        replica.handle = EngineActor.options(**options).remote(  # type: ignore[attr-defined]
+            self.model_path, self.spec.name, self.engine_args
+        )
         try:
             async with asyncio.timeout(self.start_timeout_s):
                 replica.info = await replica.handle.ready.remote()

@@ -110,7 +110,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     if not tokenizer.chat_template:
         raise ModelPreparationError(f"{gguf.name} carries no chat template")
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' PreTrainedModel.eval carries no annotations
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items() if not (tied and name == "lm_head.weight")}
     out.mkdir(parents=True)
@@ -126,11 +126,11 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 def verify_conversion(reference: object, out: Path) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True, return_tensors="pt")
-    if hasattr(ids, "input_ids"):
+    if isinstance(ids, BatchEncoding):
         ids = ids["input_ids"]
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     with torch.inference_mode():

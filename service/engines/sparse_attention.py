@@ -43,7 +43,7 @@ import inspect
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from vllm import _custom_ops as ops
@@ -389,6 +389,8 @@ def sparse_attention(
     rows_query = query[:num_tokens] if plan.all_rows else query[plan.tokens]
     table = reduced_tables(plan, select_blocks(rows_query, summaries, plan))
     if not plan.all_rows:
+        if plan.rest_seq_lens is None or plan.rest_scheduler_metadata is None:
+            raise RuntimeError("a plan for a mixed batch lacks the dense rows' lengths or scheduler metadata")
         key_cache, value_cache = kv_cache.view(num_blocks, kvh, 2 * block_size, head_dim).chunk(2, dim=2)
         ops.cpu_attention_with_kv_cache(
             query=query[:num_tokens],
@@ -448,7 +450,8 @@ class SparseCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
             num_heads=self.num_heads,
             num_kv_heads=self.num_kv_heads,
             head_dim=self.head_dim,
-            dtype=self.dtype,
+            # ModelConfig resolves "auto" and the dtype's name to a torch.dtype when it is built.
+            dtype=cast(torch.dtype, self.dtype),
             isa=self.isa,
             kv_cache_dtype=self.kv_cache_dtype,
         )
@@ -504,7 +507,8 @@ class SparseCPUAttentionBackendImpl(CPUAttentionBackendImpl):
                 and self.sinks is None
                 and self.kv_sharing_target_layer_name is None
                 and self.kv_cache_dtype == "auto"
-                and extract_layer_index(layer.layer_name) != 0
+                # vLLM's Attention module names itself; Module.__getattr__ types any attribute as a tensor or module.
+                and extract_layer_index(cast(str, layer.layer_name)) != 0
             )
         return self._sparse_layer
 

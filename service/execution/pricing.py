@@ -92,7 +92,8 @@ async def hardware_profile(name: str, state_dir: Path, price_per_hour: float | N
     if name != "local":
         profile = PROFILES[name]
     else:
-        profile = await asyncio.to_thread(load, state_dir) or await asyncio.to_thread(_measured, state_dir)
+        saved = await asyncio.to_thread(load, state_dir)
+        profile = saved if saved is not None else await asyncio.to_thread(_measured, state_dir)
     return profile.model_copy(update={"price_per_hour": price_per_hour}) if price_per_hour is not None else profile
 
 

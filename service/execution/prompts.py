@@ -4,9 +4,9 @@ that context-length errors are caught before an engine sees the request and ever
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BatchEncoding
 
 
 class PromptCodec:
@@ -15,9 +15,10 @@ class PromptCodec:
         self.vocab_size = len(self.tokenizer)
 
     def chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        # One conversation, tokenized: its ids, inside a BatchEncoding when the tokenizer returns a dict (the default
+        # in transformers 5); the rest of the declared union is for untokenized or batched calls.
+        ids = encoded["input_ids"] if isinstance(encoded, BatchEncoding) else cast(list[int], encoded)
         return list(ids)
 
     def encode(self, text: str) -> list[int]:
@@ -28,4 +29,5 @@ class PromptCodec:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        # One sequence of ids decodes to one string; the declared list is for a batch.
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))

@@ -7,7 +7,9 @@ import os
 import platform
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
+CpuDtype = Literal["bfloat16", "float32"]
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 REPORTED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
@@ -24,7 +26,7 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_dtype() -> str:
+def cpu_dtype() -> CpuDtype:
     return "bfloat16" if NATIVE_BF16_FLAGS & cpu_flags() else "float32"
 
 

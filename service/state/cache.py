@@ -60,7 +60,8 @@ class RequestCache:
         use.saved_tokens += stored["tokens"]
         metrics.CACHE_LOOKUPS.labels(kind, "hit").inc()
         metrics.CACHE_SAVED_TOKENS.labels(kind).inc(stored["tokens"])
-        return stored["value"]
+        value: dict[str, Any] = stored["value"]
+        return value
 
     async def put(self, kind: str, key: dict[str, Any], value: dict[str, Any], tokens: int) -> None:
         try:

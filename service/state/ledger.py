@@ -224,15 +224,17 @@ class Ledger:
     async def recent(self, *, since: float | None = None, limit: int = 1000) -> list[LedgerRecord]:
         """The newest records first, at most `limit`, written at or after `since` (epoch seconds)."""
         low = f"{int(since * 1000)}-0" if since is not None else "-"
-        entries = await self.redis.xrevrange(STREAM, max="+", min=low, count=limit)
-        records = [LedgerRecord.model_validate_json(fields["record"]) for _, fields in entries]
+        # The stubs' Nones are for other replies sharing the types: an entry without fields is one XREADGROUP gives
+        # for a message deleted while pending; XREVRANGE answers an empty range with an empty list.
+        entries = await self.redis.xrevrange(STREAM, max="+", min=low, count=limit) or []
+        records = [LedgerRecord.model_validate_json(fields["record"]) for _, fields in entries if fields is not None]
         if not records:
             return []
         feedback = await self.redis.mget([FEEDBACK.format(r.id) for r in records])
         return [_with_feedback(r, f) for r, f in zip(records, feedback, strict=True)]
 
 
-def _with_feedback(record: LedgerRecord, raw: str | None) -> LedgerRecord:
+def _with_feedback(record: LedgerRecord, raw: str | bytes | None) -> LedgerRecord:
     if raw is None:
         return record
     feedback = Feedback.model_validate_json(raw)

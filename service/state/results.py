@@ -25,8 +25,7 @@ class BenchmarkResults:
         self._files: dict[Path, tuple[tuple[int, int], list[LedgerRecord]]] = {}
 
     def load(self, directory: Path | None) -> list[LedgerRecord]:
-        found = directory is not None and directory.is_dir()
-        paths = sorted(p for pattern in RESULT_FILES for p in directory.glob(pattern)) if found else []  # type: ignore[union-attr]
+        paths = sorted(p for pattern in RESULT_FILES for p in directory.glob(pattern)) if directory is not None and directory.is_dir() else []
         files = {}
         for path in paths:
             stat = path.stat()

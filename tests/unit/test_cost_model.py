@@ -1,4 +1,4 @@
-"""Kinetics' cost model against the research note's worked numbers (kinetics.md §2), and its invariants."""
+"""Kinetics' cost model against worked numbers from the paper's formulas (Sadhukhan et al. 2025 §2; docs/strategies/kinetics-auto.md), and its invariants."""
 
 from __future__ import annotations
 
