@@ -178,7 +178,7 @@ class Isolation:
         mounts = [
             "--die-with-parent", "--new-session", *NAMESPACES,
             "--ro-bind", "/usr", "/usr", *_top_level(),
-            *([] if self.prefix.startswith("/usr/") else ["--ro-bind", self.prefix, self.prefix]),
+            *([] if self.prefix.startswith("/usr/") or self.prefix == "/usr" else [*_reachable(self.prefix), "--ro-bind", self.prefix, self.prefix]),
             "--dev", "/dev", "--tmpfs", "/dev/shm", "--remount-ro", "/dev/shm", "--remount-ro", "/dev",
             "--size", str(disk_mb << 20), "--perms", "1777", "--tmpfs", "/tmp",
             "--dir", "/var", "--tmpfs", "/run", "--remount-ro", "/run", "--symlink", "../run", "/var/run",
@@ -188,6 +188,15 @@ class Isolation:
             return [BWRAP, *mounts, "--", *drop, *command]
         userns = [BWRAP, "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL", *mounts, "--", *command]
         return [*drop, *userns] if os.geteuid() == 0 else userns
+
+
+def _reachable(path: str) -> list[str]:
+    """The directories above `path`, made traversable: bubblewrap copies their modes, and a prefix under a home
+    of mode 0700 (pyenv's under /root) would leave the sandbox's uid unable to load the interpreter's library."""
+    args: list[str] = []
+    for parent in reversed(Path(path).parents[:-1]):
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return args
 
 
 def _top_level() -> list[str]:
