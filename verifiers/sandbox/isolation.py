@@ -182,7 +182,7 @@ class Isolation:
             "/usr",
             "/usr",
             *_top_level(),
-            *([] if self.prefix.startswith("/usr/") else ["--ro-bind", self.prefix, self.prefix]),
+            *([] if self.prefix.startswith("/usr/") or self.prefix == "/usr" else [*_reachable(self.prefix), "--ro-bind", self.prefix, self.prefix]),
             "--dev",
             "/dev",
             "--tmpfs",
@@ -220,6 +220,15 @@ class Isolation:
         if self.launch == "bwrap":
             return [BWRAP, *mounts, "--", *drop, *command]
         return [*drop, *userns]
+
+
+def _reachable(path: str) -> list[str]:
+    """The directories above `path`, made traversable: bubblewrap copies their modes, and a prefix under a home
+    of mode 0700 (pyenv's under /root) would leave the sandbox's uid unable to load the interpreter's library."""
+    args: list[str] = []
+    for parent in reversed(Path(path).parents[:-1]):
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return args
 
 
 def _top_level() -> list[str]:

@@ -85,7 +85,7 @@ def launch(isolation: Isolation, limits: SandboxLimits, uid: int, config: dict[s
 
 def probe(isolation: Isolation, uid: int) -> str | None:
     """Run a trivial program the given way; None when it worked, else what went wrong."""
-    program = sealed(b"import os\nprint('ok', os.getuid() != 0)")
+    program = sealed(b"import os, sys\nprint('ok', os.getuid() != 0, os.path.realpath(sys.prefix))")
     started = launch(isolation, SandboxLimits(), uid, {"role": "program", "program_fd": program}, (program,))
     try:
         with started.handed:
@@ -94,10 +94,12 @@ def probe(isolation: Isolation, uid: int) -> str | None:
         os.close(program)
         if started.cgroup is not None and isolation.cgroup is not None:
             isolation.cgroup.remove_now(started.cgroup)
-    if done.returncode == 0 and done.stdout == b"ok True\n":
-        return None
-    if done.returncode == 0 and isolation.launch == "unisolated":
-        return None  # a root server's unisolated program runs as root: that is what the mode means
+    # the interpreter asked for, whole: a dynamic loader that cannot read its library falls back to another Python
+    expected = f"ok True {isolation.prefix}\n".encode()
+    if done.returncode == 0 and (done.stdout == expected or (isolation.launch == "unisolated" and done.stdout.startswith(b"ok"))):
+        return None  # (a root server's unisolated program runs as root: that is what the mode means)
+    if done.returncode == 0:
+        return f"the sandbox ran {done.stdout.decode(errors='replace').strip()!r}, not a non-root {isolation.python}"
     lines = done.stderr.decode(errors="replace").strip().splitlines() or [f"exit status {done.returncode}"]
     return str(lines[-1])
 

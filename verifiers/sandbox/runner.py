@@ -130,15 +130,18 @@ def decode(data: Any, depth: int = 0) -> Any:
         return bytes.fromhex(body)
     if type(body) is not list:
         raise NotPlain("not an encoded value")
-    if tag == "complex" and len(body) == 2 and all(type(part) in (int, float) for part in body):
-        return complex(*body)
-    items = [decode(item, depth + 1) for item in body]
-    if tag == "tuple":
-        return tuple(items)
-    if tag in ("set", "frozenset"):
-        return (set if tag == "set" else frozenset)(items)
-    if tag == "dict" and all(type(pair) is list and len(pair) == 2 for pair in items):
-        return {key: value for key, value in items}
+    try:  # an unhashable key or member, or a complex number out of range, is no plain value either
+        if tag == "dict" and all(type(pair) is list and len(pair) == 2 for pair in body):
+            return {decode(key, depth + 1): decode(value, depth + 1) for key, value in body}
+        items = [decode(item, depth + 1) for item in body]
+        if tag == "complex" and len(items) == 2 and all(type(part) in (int, float) for part in items):
+            return complex(*items)
+        if tag == "tuple":
+            return tuple(items)
+        if tag in ("set", "frozenset"):
+            return (set if tag == "set" else frozenset)(items)
+    except (TypeError, OverflowError) as error:
+        raise NotPlain(str(error)) from None
     raise NotPlain("not an encoded value")
 
 

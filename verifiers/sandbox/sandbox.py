@@ -172,7 +172,10 @@ class Sandbox:
                     except TimeoutError:
                         pass
                     finally:
+                        # a process that outlived its launcher may still hold the pipes: stop reading them, the
+                        # cgroup or the PID namespace ends it
                         candidate.kill()
+                        candidate_done.cancel()
                         await asyncio.gather(candidate_done, return_exceptions=True)
                     outcome = candidate.result(returncode)
             finally:
