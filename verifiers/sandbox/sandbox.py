@@ -32,7 +32,6 @@ CANDIDATE_GRACE_S = 0.5  # a candidate ends on its own once the harness closes t
 class Verdicts:
     passed: frozenset[int]  # indices of the tests the harness saw pass
     status: Status  # the candidate's run: "error" when its program failed to load or it died
-    detail: str  # the candidate's stderr, shortened: why it failed to load, say
 
 
 class _Fds:
@@ -183,7 +182,7 @@ class Sandbox:
         found = VERDICT.findall(bytes(verdicts))
         passed = {int(index) for index, verdict in found if verdict == b"pass"}
         failed = {int(index) for index, verdict in found if verdict == b"fail"}
-        return Verdicts(frozenset(passed - failed), outcome.status, outcome.stderr[-500:])
+        return Verdicts(frozenset(passed - failed), outcome.status)
 
 
 async def _read_all(fd: int, into: bytearray) -> None:
