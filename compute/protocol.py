@@ -7,11 +7,27 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Structured:
+    """A constraint on what may be generated, enforced by the engine's structured-output decoding: output that
+    parses as JSON (any object, or valid under `json_schema`, given as JSON text so the spec stays hashable)."""
+
+    json_schema: str | None = None
+    json_object: bool = False
+
+
+@dataclass(frozen=True)
 class SamplingSpec:
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    """0: every token is a candidate."""
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
     max_tokens: int = 16
+    min_tokens: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    structured: Structured | None = None
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     """Top log-probabilities returned per generated token (0: the sampled token's only; None: none)."""

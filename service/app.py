@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         served = resolve_model(body, served_models(request), request.app.state.presets)
         messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
         try:
-            prompt = await asyncio.to_thread(served.codec.chat, messages)
+            prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs)
         except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
         params = strategy_params(body)

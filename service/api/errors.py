@@ -65,13 +65,17 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+# The tagged unions of the request bodies: field -> the tags that pick a member (which pydantic puts in locations).
+UNION_TAGS: dict[Any, tuple[str, ...]] = {"strategy": STRATEGY_NAMES, "response_format": ("text", "json_object", "json_schema")}
+
+
 def param_path(loc: tuple[Any, ...]) -> str | None:
     """('messages', 0, 'content') -> 'messages[0].content'. Union members appear in pydantic's locations as type tags
-    ('str', 'list[int]', 'function-after[...]') and, for the strategy union, as its `name`; they are not
+    ('str', 'list[int]', 'function-after[...]') and, for a tagged union (`UNION_TAGS`), as its tag; they are not
     parameters, so they are left out."""
     path = ""
     for before, step in zip((None, *loc), loc, strict=False):
-        if before == "strategy" and step in STRATEGY_NAMES:
+        if step in UNION_TAGS.get(before, ()):
             continue
         if isinstance(step, int):
             path += f"[{step}]"

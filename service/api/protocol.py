@@ -6,10 +6,14 @@ here (`store`, `metadata`, `service_tier`), so a misspelt knob is an error inste
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
+from compute.protocol import Structured
 from strategies.registry import StrategyParams
 
 MAX_N = 64
@@ -17,6 +21,15 @@ MAX_LOGPROBS = 20
 MAX_STOP = 4
 MAX_TESTS = 256
 MAX_TEST_CHARS = 65536
+MAX_LOGIT_BIAS = 300
+# apply_chat_template's own arguments: chat_template_kwargs may pass variables to the template, not change how (or
+# which) template is applied.
+TEMPLATE_ARGUMENTS = frozenset(
+    {
+        "conversation", "messages", "tools", "documents", "chat_template", "add_generation_prompt", "continue_final_message", "tokenize",
+        "padding", "truncation", "max_length", "return_tensors", "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
+    }
+)  # fmt: skip
 
 
 class StrictModel(BaseModel):
@@ -42,6 +55,40 @@ class Verifier(StrictModel):
     entry_point: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     reference: str | None = Field(None, min_length=1, max_length=4096)
     timeout_s: float | None = Field(None, gt=0.0, le=60.0)
+
+
+class TextFormat(StrictModel):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(StrictModel):
+    type: Literal["json_object"]
+
+
+class JsonSchema(StrictModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+
+class JsonSchemaFormat(StrictModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
 
 
 class StreamOptions(StrictModel):
@@ -72,6 +119,14 @@ class SamplingFields(StrictModel):
     n: int = Field(1, ge=1, le=MAX_N)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, description="vLLM extension: sample from the k likeliest tokens (-1 or 0: all)")
+    min_p: float | None = Field(None, ge=0.0, le=1.0, description="vLLM extension: drop tokens below min_p times the likeliest's probability")
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0, description="vLLM extension: >1 discourages repeating prompt or output tokens")
+    min_tokens: int = Field(0, ge=0, description="vLLM extension: no end of sequence or stop string before this many tokens")
+    logit_bias: dict[Annotated[str, Field(pattern=r"^[0-9]{1,9}$")], Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        None, max_length=MAX_LOGIT_BIAS
+    )
+    response_format: ResponseFormat | None = None
     stop: Stop = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -102,6 +157,17 @@ class SamplingFields(StrictModel):
             raise ValueError("n > 1 needs temperature > 0: greedy decoding gives n identical completions")
         return self
 
+    @property
+    def structured(self) -> Structured | None:
+        """What the engine must constrain the output to, from `response_format`."""
+        fmt = self.response_format
+        if isinstance(fmt, JsonObjectFormat):
+            return Structured(json_object=True)
+        if isinstance(fmt, JsonSchemaFormat):
+            schema = fmt.json_schema.schema_
+            return Structured(json_schema=json.dumps(schema)) if schema is not None else Structured(json_object=True)
+        return None
+
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
@@ -114,6 +180,16 @@ class SamplingFields(StrictModel):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="vLLM extension: extra variables for the chat template")
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_variables_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        taken = sorted(set(value or ()) & TEMPLATE_ARGUMENTS)
+        if taken:
+            raise ValueError(f"{', '.join(taken)} set how the template is applied, not a variable of it")
+        return value
+
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False

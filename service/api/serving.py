@@ -149,28 +149,40 @@ def open_budget(requested: BudgetRequest | None, settings: Settings) -> Budget:
     return Budget(max_total_tokens=max_total, deadline_s=deadline)
 
 
-def sampling_for(body: RequestBody, prompts: list[list[int]], max_model_len: int, logprobs: int | None, limit: int | None) -> SamplingSpec:
+def sampling_for(body: RequestBody, prompts: list[list[int]], served: ServedModel, logprobs: int | None) -> SamplingSpec:
+    """The engine's sampling for a request: each field it leaves out takes the served model's default, and a
+    request that names no token limit gets the model's cap (never more than the context leaves)."""
+    info = served.pool.info
+    assert info is not None
     longest = max(len(p) for p in prompts)
-    if longest >= max_model_len:
+    if longest >= info.max_model_len:
         raise APIError(
             400,
-            f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest}",
+            f"This model's maximum context length is {info.max_model_len} tokens; the prompt has {longest}",
             param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
             code="context_length_exceeded",
         )
-    room = max_model_len - longest
+    room = info.max_model_len - longest
+    limit = body.token_limit
     if limit is not None and limit > room:
         raise APIError(
             400,
-            f"This model's maximum context length is {max_model_len} tokens; the prompt has {longest} and max_tokens asks for {limit}",
+            f"This model's maximum context length is {info.max_model_len} tokens; the prompt has {longest} and max_tokens asks for {limit}",
             param="max_tokens",
             code="context_length_exceeded",
         )
+    defaults = served.defaults
     return SamplingSpec(
         n=body.n,
-        temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p,
-        max_tokens=limit or room,
+        temperature=defaults.temperature if body.temperature is None else body.temperature,
+        top_p=defaults.top_p if body.top_p is None else body.top_p,
+        top_k=max(defaults.top_k if body.top_k is None else body.top_k, 0),
+        min_p=defaults.min_p if body.min_p is None else body.min_p,
+        repetition_penalty=defaults.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
+        max_tokens=limit or min(defaults.max_tokens, room),
+        min_tokens=body.min_tokens,
+        logit_bias=logit_bias(body, served.codec.vocab_size),
+        structured=body.structured,
         stop=body.stop_list(),
         logprobs=logprobs,
         seed=body.seed,
@@ -178,6 +190,14 @@ def sampling_for(body: RequestBody, prompts: list[list[int]], max_model_len: int
         frequency_penalty=body.frequency_penalty,
         ignore_eos=body.ignore_eos,
     )
+
+
+def logit_bias(body: RequestBody, vocab_size: int) -> tuple[tuple[int, float], ...]:
+    bias = tuple((int(token), value) for token, value in (body.logit_bias or {}).items())
+    unknown = [token for token, _ in bias if token >= vocab_size]
+    if unknown:
+        raise APIError(400, f"logit_bias names token ids outside the vocabulary (size {vocab_size}): {unknown[:5]}", param="logit_bias", code="invalid_value")
+    return bias
 
 
 @dataclass
@@ -251,11 +271,8 @@ async def serve(
 ) -> Response:
     request_id: str = request.state.request_id
     budget = open_budget(body.budget, settings)
-    info = served.pool.info
-    assert info is not None
-    limit = body.token_limit
     logprobs_k = body.logprobs_k
-    sampling = sampling_for(body, prompts, info.max_model_len, logprobs_k, limit)
+    sampling = sampling_for(body, prompts, served, logprobs_k)
     run = MeteredRun(
         served.pool,
         request_id,

@@ -79,6 +79,25 @@ def check_models(params: BaseModel, models: dict[str, ServedModel], at: str = "s
             raise APIError(503, f"{param}: the model {name!r} is not ready yet", param=param, code="engine_unavailable")
 
 
+def check_format(params: BaseModel) -> None:
+    """A strategy keeps `response_format` only where its answer is a sample of the request's own prompt, chosen by
+    a score that does not read the answer as text: best-of-N by score or tests (and Kinetics planning one). Voting
+    reads answers as text, and the other strategies write the final answer from prompts of their own."""
+    name = getattr(params, "name", "none")
+    selects = getattr(params, "select", None)
+    composed = getattr(params, "rollout", None)
+    inner = getattr(params, "inner", "best_of_n")
+    if name in ("best_of_n", "kinetics") and selects != "weighted_majority" and composed is None and inner == "best_of_n":
+        return
+    raise APIError(
+        400,
+        f"response_format is kept by best_of_n (select by logprob, self_certainty or code_tests) and by kinetics with inner best_of_n; "
+        f"strategy {name!r} as asked would not keep it",
+        param="response_format",
+        code="unsupported_strategy",
+    )
+
+
 class StrategyRun:
     """One request's strategy: its context, its task, and the report the response carries."""
 
@@ -98,8 +117,6 @@ class StrategyRun:
         self.request_id: str = request.state.request_id
         self.params: StrategyParams = params
         self.budget = open_budget(body.budget, settings)
-        info = served.pool.info
-        assert info is not None
         self.logprobs_k = body.logprobs_k
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.ctx = RequestContext(
@@ -116,7 +133,7 @@ class StrategyRun:
             calibration=RedisCalibration(request.app.state.redis, settings.calibration.window, settings.calibration.question_ttl_s),
             models=request.app.state.models,
             messages=messages,
-            base_sampling=sampling_for(body, [prompt], info.max_model_len, self.logprobs_k, body.token_limit),
+            base_sampling=sampling_for(body, [prompt], served, self.logprobs_k),
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
         )
@@ -125,6 +142,8 @@ class StrategyRun:
         self.entry.usage, self.entry.stages, self.entry.budget = self.ctx.usage, self.ctx.stages, self.budget
         self.started = time.monotonic()
         check_models(params, request.app.state.models)
+        if body.structured is not None:
+            check_format(params)
         try:
             check_input(self.ctx.task, params)
         except StrategyInputError as exc:

@@ -185,13 +185,22 @@ async def _gather_until(queue: asyncio.Queue[Any], interval_s: float) -> list[An
 
 def _sampling_params(spec: SamplingSpec) -> Any:
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+    structured = None
+    if spec.structured is not None:
+        structured = StructuredOutputsParams(json=spec.structured.json_schema) if spec.structured.json_schema else StructuredOutputsParams(json_object=True)
     return SamplingParams(
         n=spec.n,
         temperature=spec.temperature,
         top_p=spec.top_p,
+        top_k=spec.top_k,
+        min_p=spec.min_p,
+        repetition_penalty=spec.repetition_penalty,
         max_tokens=spec.max_tokens,
+        min_tokens=spec.min_tokens,
+        logit_bias=dict(spec.logit_bias) or None,
+        structured_outputs=structured,
         stop=list(spec.stop) or None,
         logprobs=spec.logprobs,
         seed=spec.seed,

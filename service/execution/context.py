@@ -110,6 +110,7 @@ class RequestContext:
     ) -> list[Rollout]:
         if self.budget.exhausted:
             return []
+        of_task = prompt is None and messages is None
         if prompt is None:
             prompt = self.prompt if messages is None else await self.tokens(messages=messages, model=model)
         wanted = self.base_sampling.logprobs
@@ -120,6 +121,8 @@ class RequestContext:
             top_p=top_p,
             max_tokens=min(max_tokens or self.base_sampling.max_tokens, self.base_sampling.max_tokens),
             logprobs=max(logprobs, wanted or 0) if logprobs is not None else wanted,
+            # The request's response_format constrains samples of its own prompt, never a strategy's own prompts.
+            structured=self.base_sampling.structured if of_task else None,
         )
         if watch is not None:  # each sample its own engine request (sharing the prompt through the prefix cache)
             run = self._run(self._model(model), [prompt] * n, replace(sampling, n=1), stage, samples=True)
@@ -144,7 +147,19 @@ class RequestContext:
         ones, since scoring is real work. None when the budget or deadline ran out first."""
         if self.budget.exhausted:
             return None
-        sampling = replace(self.base_sampling, n=1, temperature=0.0, top_p=1.0, max_tokens=1, logprobs=None, stop=(), seed=None, prompt_logprobs_from=start)
+        sampling = replace(
+            self.base_sampling,
+            n=1,
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=1,
+            min_tokens=0,
+            logprobs=None,
+            stop=(),
+            seed=None,
+            structured=None,
+            prompt_logprobs_from=start,
+        )
         run = self._run(self._model(model), [prompt], sampling, stage)
         try:
             await run.collect()

