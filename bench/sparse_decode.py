@@ -97,7 +97,7 @@ def run_engine(job: EngineJob, timeout_s: float = 1800) -> dict[str, Any]:
 
 def _engine_job(job: EngineJob) -> dict[str, Any]:
     """In the engine process. Per prompt: its step times per repeat, its greedy tokens and, with a budget, the
-    backend's per-step record of KV tokens attended (sparse_attention.STATS, read through collective_rpc), from the
+    backend's per-step record of KV tokens attended (sparse_kernel.STATS, read through collective_rpc), from the
     first repeat. Prefix caching is on, as the service runs it: later repeats and batch copies reuse the prompt's
     blocks (and their key summaries), so only their decode is new work."""
     from vllm import LLM, RequestOutput, SamplingParams
@@ -120,13 +120,13 @@ def _engine_job(job: EngineJob) -> dict[str, Any]:
     def stats() -> dict[str, Any] | None:
         if job.budget is None:
             return None
-        from service.engines.sparse_attention import sparse_decode_stats
+        from service.engines.sparse_kernel import sparse_decode_stats
 
         return llm.collective_rpc(sparse_decode_stats)[0]
 
     def reset() -> None:
         if job.budget is not None:
-            from service.engines.sparse_attention import reset_sparse_decode_stats
+            from service.engines.sparse_kernel import reset_sparse_decode_stats
 
             llm.collective_rpc(reset_sparse_decode_stats)
 
@@ -304,13 +304,13 @@ def kernel_times(model: Path, contexts: list[int], budgets: list[int], batch: in
     import torch
     from vllm.v1.attention.backends.cpu_attn import _get_attn_isa
 
-    from service.engines import sparse_attention as sa
+    from service.engines import sparse_kernel as sk
 
     config = json.loads((model / "config.json").read_text())
     heads, kvh = config["num_attention_heads"], config["num_key_value_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     dtype = getattr(torch, cpu_dtype())
-    geometry = sa.KernelGeometry(heads, kvh, head_dim, dtype, _get_attn_isa(dtype, BLOCK_SIZE, head_dim, "auto"), "auto")
+    geometry = sk.KernelGeometry(heads, kvh, head_dim, dtype, _get_attn_isa(dtype, BLOCK_SIZE, head_dim, "auto"), "auto")
     return [_layer_times(geometry, context, budgets, batch) for context in contexts]
 
 
@@ -319,21 +319,21 @@ def _layer_times(geometry: Any, context: int, budgets: list[int], batch: int) ->
     from vllm import _custom_ops as ops
     from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata
 
-    from service.engines import sparse_attention as sa
+    from service.engines import sparse_kernel as sk
 
     kvh, head_dim, dtype, isa = geometry.num_kv_heads, geometry.head_dim, geometry.dtype, geometry.isa
     per_seq = (context + BLOCK_SIZE - 1) // BLOCK_SIZE
     num_blocks = batch * per_seq + 1
     kv = torch.zeros(num_blocks, kvh, BLOCK_SIZE, 2 * head_dim, dtype=dtype)
     key_cache, value_cache = kv.view(num_blocks, kvh, 2 * BLOCK_SIZE, head_dim).chunk(2, dim=2)
-    summaries = sa.new_summaries(num_blocks, kvh, head_dim)
+    summaries = sk.new_summaries(num_blocks, kvh, head_dim)
     table = (torch.randperm(num_blocks - 1) + 1)[: batch * per_seq].view(batch, per_seq).to(torch.int32)
     positions = torch.arange(context)
     for b in range(batch):
         slots = table[b].long()[positions // BLOCK_SIZE] * BLOCK_SIZE + positions % BLOCK_SIZE
         key = torch.randn(context, kvh, head_dim, dtype=dtype)
         ops.cpu_attn_reshape_and_cache(key, torch.randn_like(key), key_cache, value_cache, slots, isa)
-        sa.update_block_summaries(summaries, key, slots, BLOCK_SIZE)
+        sk.update_block_summaries(summaries, key, slots, BLOCK_SIZE)
     query = torch.randn(batch, geometry.num_heads, head_dim, dtype=dtype)
     output = torch.empty_like(query)
     start = torch.arange(batch + 1, dtype=torch.int32)
@@ -355,10 +355,10 @@ def _layer_times(geometry: Any, context: int, budgets: list[int], batch: int) ->
         scheduler_metadata=schedule,
     )
     for budget in budgets:
-        plan = functools.partial(sa.plan_sparse_decode, seq_lens, start, table, None, batch, BLOCK_SIZE, sa.top_k_for(budget, BLOCK_SIZE), geometry)
+        plan = functools.partial(sk.plan_sparse_decode, seq_lens, start, table, None, batch, BLOCK_SIZE, sk.top_k_for(budget, BLOCK_SIZE), geometry)
         built = plan()
         if built is not None:
-            row[f"{budget}_us"] = _fastest_us(functools.partial(sa.sparse_attention, query, kv, output, metadata, built, summaries, scale, 0.0))
+            row[f"{budget}_us"] = _fastest_us(functools.partial(sk.sparse_attention, query, kv, output, metadata, built, summaries, scale, 0.0))
             row[f"{budget}_plan_us"] = _fastest_us(plan)
     return row
 

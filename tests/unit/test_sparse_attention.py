@@ -15,6 +15,7 @@ from vllm.v1.attention.backends import registry
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionMetadata, _get_attn_isa
 
 from service.engines import sparse_attention as sa
+from service.engines import sparse_kernel as sk
 from service.engines import sparse_plugin
 
 BLOCK = 32
@@ -129,8 +130,8 @@ def reference(cache: Cache, row: int, query: torch.Tensor, blocks_per_head: list
     return out
 
 
-def geometry(dtype: torch.dtype) -> sa.KernelGeometry:
-    return sa.KernelGeometry(HEADS, KV_HEADS, HEAD_DIM, dtype, _get_attn_isa(dtype, BLOCK, HEAD_DIM, "auto"), "auto")
+def geometry(dtype: torch.dtype) -> sk.KernelGeometry:
+    return sk.KernelGeometry(HEADS, KV_HEADS, HEAD_DIM, dtype, _get_attn_isa(dtype, BLOCK, HEAD_DIM, "auto"), "auto")
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -172,20 +173,20 @@ def test_b_permuted_tables_give_the_same_output(dtype: torch.dtype) -> None:
 
 def plan_for(
     cache: Cache, rows: list[int], query_lens: list[int], top_k: int, dtype: torch.dtype, is_prefilling: torch.Tensor | None = None
-) -> sa.SparseDecodePlan | None:
+) -> sk.SparseDecodePlan | None:
     seq_lens = torch.tensor([len(cache.keys[r]) for r in rows], dtype=torch.int32)
     start = torch.tensor([0, *torch.tensor(query_lens).cumsum(0).tolist()], dtype=torch.int32)
-    return sa.plan_sparse_decode(seq_lens, start, cache.table(rows), is_prefilling, int(start[-1]), BLOCK, top_k, geometry(dtype))
+    return sk.plan_sparse_decode(seq_lens, start, cache.table(rows), is_prefilling, int(start[-1]), BLOCK, top_k, geometry(dtype))
 
 
 def summaries_of(cache: Cache) -> torch.Tensor:
-    summaries = sa.new_summaries(cache.kv.shape[0], KV_HEADS, HEAD_DIM)
+    summaries = sk.new_summaries(cache.kv.shape[0], KV_HEADS, HEAD_DIM)
     for row, blocks in enumerate(cache.tables):
-        sa.update_block_summaries(summaries, cache.keys[row], slots(blocks, 0, len(cache.keys[row])), BLOCK)
+        sk.update_block_summaries(summaries, cache.keys[row], slots(blocks, 0, len(cache.keys[row])), BLOCK)
     return summaries
 
 
-def metadata_for(plan: sa.SparseDecodePlan, start: torch.Tensor, table: torch.Tensor) -> CPUAttentionMetadata:
+def metadata_for(plan: sk.SparseDecodePlan, start: torch.Tensor, table: torch.Tensor) -> CPUAttentionMetadata:
     return CPUAttentionMetadata(
         num_actual_tokens=int(start[-1]),
         max_query_len=0,
@@ -207,7 +208,7 @@ def test_c_reduced_tables_match_sdpa_over_the_selected_blocks_and_read_nothing_e
     plan = plan_for(cache, rows, [1, 1, 1], top_k, dtype)
     assert plan is not None and plan.all_rows
     summaries = summaries_of(cache)
-    chosen = sa.select_blocks(query, summaries, plan) // KV_HEADS
+    chosen = sk.select_blocks(query, summaries, plan) // KV_HEADS
     read: set[int] = set()
     expected = torch.empty(3, HEADS, HEAD_DIM)
     for i, row in enumerate(rows):
@@ -219,7 +220,7 @@ def test_c_reduced_tables_match_sdpa_over_the_selected_blocks_and_read_nothing_e
         cache.kv[block] = float("nan")
     output = torch.empty_like(query)
     start = torch.arange(4, dtype=torch.int32)
-    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
+    sk.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
     assert torch.isfinite(output).all()
     assert torch.allclose(output.float(), expected, atol=tolerance(dtype))
 
@@ -239,9 +240,9 @@ def test_c_mixed_batch_keeps_prefill_and_short_rows_dense() -> None:
     summaries = summaries_of(cache)
     expected = dense(cache, rows, query, start)
     output = torch.empty_like(query)
-    sa.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
+    sk.sparse_attention(query, cache.kv, output, metadata_for(plan, start, cache.table(rows)), plan, summaries, SCALE, 0.0)
     assert torch.equal(output[1:42], expected[1:42])
-    chosen = sa.select_blocks(query[plan.tokens], summaries, plan) // KV_HEADS
+    chosen = sk.select_blocks(query[plan.tokens], summaries, plan) // KV_HEADS
     for i, (row, token) in enumerate([(0, 0), (3, 42)]):
         table = cache.tables[rows[row]]
         logical = [[0, *[table.index(b) for b in chosen[i, h].tolist()], len(table) - 1] for h in range(KV_HEADS)]
@@ -263,7 +264,7 @@ def test_d_plan_keeps_sink_and_newest_and_selection_takes_the_top_scores() -> No
 
     query = torch.randn(2, HEADS, HEAD_DIM, dtype=dtype)
     group_query = query.float().view(2, KV_HEADS, GROUP, HEAD_DIM).mean(2)
-    summaries = sa.new_summaries(cache.kv.shape[0], KV_HEADS, HEAD_DIM)
+    summaries = sk.new_summaries(cache.kv.shape[0], KV_HEADS, HEAD_DIM)
     weights: dict[tuple[int, int], torch.Tensor] = {}
     for i, row in enumerate([rows[0], rows[3]]):
         table = cache.tables[row]
@@ -274,10 +275,10 @@ def test_d_plan_keeps_sink_and_newest_and_selection_takes_the_top_scores() -> No
             direction = group_query[i, h] / group_query[i, h].dot(group_query[i, h])
             for j, block in enumerate(table):
                 summaries[h, block] = w[j] * direction
-    pseudo_chosen = sa.select_blocks(query, summaries, plan)
+    pseudo_chosen = sk.select_blocks(query, summaries, plan)
     assert torch.equal(pseudo_chosen % KV_HEADS, torch.arange(KV_HEADS).view(1, KV_HEADS, 1).expand(2, -1, top_k))
     chosen = pseudo_chosen // KV_HEADS
-    tables = sa.reduced_tables(plan, pseudo_chosen).view(2, KV_HEADS, top_k + 2)
+    tables = sk.reduced_tables(plan, pseudo_chosen).view(2, KV_HEADS, top_k + 2)
     for i, row in enumerate([rows[0], rows[3]]):
         table = cache.tables[row]
         for h in range(KV_HEADS):
@@ -296,10 +297,10 @@ def test_d_no_plan_within_the_budget_or_for_prefill() -> None:
 
 
 def test_top_k_is_the_budget_less_sink_and_newest() -> None:
-    assert sa.top_k_for(1024, 32) == 30
-    assert sa.top_k_for(1000, 32) == 29
+    assert sk.top_k_for(1024, 32) == 30
+    assert sk.top_k_for(1000, 32) == 29
     with pytest.raises(ValueError, match="at least one selected block"):
-        sa.top_k_for(64, 32)
+        sk.top_k_for(64, 32)
 
 
 @pytest.fixture
