@@ -23,6 +23,7 @@ from service.api.presets import load_presets
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.serving import OutputFormat, read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
+from service.api.tools import tool_use
 from service.dashboard import routes as dashboard
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.execution.models import ServedModel, build_served_model
@@ -100,17 +101,20 @@ def create_app(settings: Settings) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
         served = resolve_model(body, served_models(request), request.app.state.presets)
-        messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
+        tools = tool_use(body, served)
+        messages = [m.rendered() for m in body.messages]
         try:
-            prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs)
+            prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs, tools.rendered_tools if tools else None)
         except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
         params = strategy_params(body)
         if params is not None:
+            if tools is not None:
+                raise APIError(400, "tools are served by plain calls; no strategy selects among tool calls yet", param="tools", code="unsupported_strategy")
             question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
             run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
             return await serve_strategy(request, run, body, served, OutputFormat(chat=True))
-        return await serve(request, body, served, [prompt], OutputFormat(chat=True), settings)
+        return await serve(request, body, served, [prompt], OutputFormat(chat=True, tools=tools, tokenizer=served.codec.tokenizer), settings)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:

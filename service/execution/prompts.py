@@ -11,14 +11,17 @@ from transformers import AutoTokenizer, BatchEncoding
 
 
 class PromptCodec:
-    def __init__(self, model_path: str) -> None:
+    def __init__(self, model_path: str, template: str | None = None) -> None:
+        """`template`: a chat template in place of the model's own."""
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.vocab_size = len(self.tokenizer)
+        self.template = template
 
-    def chat(self, messages: list[dict[str, Any]], template_vars: Mapping[str, Any] | None = None) -> list[int]:
+    def chat(self, messages: list[dict[str, Any]], template_vars: Mapping[str, Any] | None = None, tools: list[dict[str, Any]] | None = None) -> list[int]:
         """`template_vars`: the caller's extra variables for the template (vLLM's `chat_template_kwargs`), such as
         `enable_thinking`; they cannot override how the template is applied."""
-        encoded = self.tokenizer.apply_chat_template(messages, **{**(template_vars or {}), "add_generation_prompt": True, "tokenize": True})
+        fixed = {"add_generation_prompt": True, "tokenize": True, "tools": tools, "chat_template": self.template}
+        encoded = self.tokenizer.apply_chat_template(messages, **{**(template_vars or {}), **fixed})
         # One conversation, tokenized: its ids, inside a BatchEncoding when the tokenizer returns a dict (the default
         # in transformers 5); the rest of the declared union is for untokenized or batched calls.
         ids = encoded["input_ids"] if isinstance(encoded, BatchEncoding) else cast(list[int], encoded)

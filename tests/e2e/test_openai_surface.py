@@ -154,3 +154,116 @@ def test_chat_template_kwargs_reach_the_template(client: OpenAI) -> None:
     )
     assert given.choices[0].message.content == plain.choices[0].message.content
     assert given.usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def test_a_named_tool_choice_is_a_call_of_that_function(client: OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK_WEATHER,
+        tools=[WEATHER, TIME],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=64,
+        temperature=0,
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (called,) = choice.message.tool_calls
+    assert called.function.name == "get_weather" and called.id
+    jsonschema.validate(json.loads(called.function.arguments), WEATHER["function"]["parameters"])
+
+
+def test_required_without_parallel_calls_makes_exactly_one_call(client: OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=MODEL, messages=ASK_WEATHER, tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False, max_tokens=96, temperature=0
+    )
+    (called,) = response.choices[0].message.tool_calls
+    assert called.function.name in ("get_weather", "get_time")
+    assert isinstance(json.loads(called.function.arguments), dict)
+
+
+def test_a_tool_result_round_trips_under_auto(client: OpenAI) -> None:
+    """A call made (forced here: a 135M model seldom decides to call a tool by itself), its result sent back, and the
+    conversation continued under `auto`, where the packaged model's template renders the call and the result and
+    vLLM's hermes parser reads the reply (tests/unit/test_tools.py parses its format)."""
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    first = client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER], tool_choice=forced, max_tokens=64, temperature=0)
+    message = first.choices[0].message
+    (called,) = message.tool_calls
+    result = {"role": "tool", "tool_call_id": called.id, "content": "Sunny, 21 degrees"}
+    followed = client.chat.completions.create(
+        model=MODEL, messages=[*ASK_WEATHER, message.model_dump(exclude_none=True), result], tools=[WEATHER], tool_choice="auto", max_tokens=48, temperature=0
+    )
+    assert followed.usage.prompt_tokens > first.usage.prompt_tokens + 10
+    reply = followed.choices[0]
+    if reply.message.tool_calls:
+        assert reply.finish_reason == "tool_calls"
+        assert all(c.function.name == "get_weather" and isinstance(json.loads(c.function.arguments), dict) for c in reply.message.tool_calls)
+    else:
+        assert reply.message.content
+
+
+def test_a_streamed_tool_call_arrives_as_tool_call_deltas(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK_WEATHER,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+    )
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        for choice in chunk.choices:
+            for delta in choice.delta.tool_calls or ():
+                entry = calls.setdefault(delta.index, {"name": "", "arguments": ""})
+                entry["name"] += delta.function.name or ""
+                entry["arguments"] += delta.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    assert [c["name"] for c in calls.values()] == ["get_weather"]
+    jsonschema.validate(json.loads(calls[0]["arguments"]), WEATHER["function"]["parameters"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "launch"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "extra_body": {"strategy": {"name": "majority"}}}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}]}, "tools[0].function.parameters"),
+    ],
+)
+def test_bad_tool_fields_are_a_400_naming_them(client: OpenAI, kwargs: dict, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=ASK_WEATHER, max_tokens=8, **kwargs)
+    assert caught.value.body["param"] == param
+
+
+def test_a_tool_result_that_answers_no_call_is_a_400(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=[*ASK_WEATHER, {"role": "tool", "tool_call_id": "call_nope", "content": "x"}], tools=[WEATHER], max_tokens=8
+        )
+    assert caught.value.body["param"] == "messages[1].tool_call_id"
