@@ -198,7 +198,7 @@ class ATTS:
 
     async def run(self) -> list[Sample]:
         models = dict.fromkeys((self.draft, self.target))
-        base = {m: await self.ctx.tokens(model=m) for m in models}
+        base = {m: await self.ctx.codec.tokens(model=m) for m in models}
         samples = [Sample(i, {m: list(ids) for m, ids in base.items()}) for i in range(self.params.samples)]
         if self.params.mode == "async":
             await asyncio.gather(*(self._run_async(s) for s in samples))
@@ -256,8 +256,8 @@ class ATTS:
         if chunk is None:
             return None
         prefix = sample.prompt[self.target]
-        ids = chunk.token_ids if self.target == self.draft else await self.ctx.tokens(text=chunk.text, model=self.target)
-        fits = len(prefix) + len(ids) < self.ctx.context_limit(self.target)
+        ids = chunk.token_ids if self.target == self.draft else await self.ctx.codec.tokens(text=chunk.text, model=self.target)
+        fits = len(prefix) + len(ids) < self.ctx.codec.context_limit(self.target)
         logprobs = await self.ctx.score(prefix + ids, len(prefix), model=self.target) if fits else None
         self.tokens["scored"] += len(ids) if fits else 0
         await self._append(sample, chunk, self.draft, "draft")
@@ -279,7 +279,7 @@ class ATTS:
 
     async def _generate(self, sample: Sample, model: str, cap: int, temperature: float, role: str) -> Rollout | None:
         prompt = sample.prompt[model]
-        room = self.ctx.context_limit(model) - len(prompt) - 1
+        room = self.ctx.codec.context_limit(model) - len(prompt) - 1
         if room <= 0:
             self._end(sample, "length")
             return None
@@ -300,7 +300,7 @@ class ATTS:
             # A piece that ended its writer's turn is re-tokenized from its text: its end-of-turn token must not
             # stay inside a history the other model goes on writing.
             own = model == writer and piece.finish_reason != "stop"
-            prompt.extend(piece.token_ids if own else await self.ctx.tokens(text=piece.text, model=model))
+            prompt.extend(piece.token_ids if own else await self.ctx.codec.tokens(text=piece.text, model=model))
         sample.text += piece.text
         sample.token_ids.extend(piece.token_ids)
         sample.logprobs.extend(piece.logprobs)
@@ -335,7 +335,7 @@ async def atts(ctx: Context, params: ATTSParams) -> StrategyResult:
     draft, target = params.draft or ctx.model, params.target or ctx.model
     marginal = pool_key(draft, target, params.family, None)
     key = pool_key(draft, target, params.family, ctx.task.text if params.calibration == "per_question" else None)
-    store = ctx.calibration
+    store = ctx.shared.calibration
     alpha, source = (params.alpha, "request") if params.alpha is not None else (DEFAULT_ALPHA, "default")
     if params.takeovers is not None:
         stats = await store.stats(marginal) if store else {}

@@ -85,7 +85,7 @@ def expected_accuracy(bin_: int, choice: Choice, tests: bool, outcomes: list[tup
 
 
 async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
-    planning = await ctx.planning(params.family)
+    planning = await ctx.planner.planning(params.family)
     budget = params.budget.in_eflops(planning)
     temperature = params.temperature or ctx.task.temperature or DEFAULT_TEMPERATURE
     cap = min(params.probe_tokens or planning.max_tokens, planning.max_tokens)
@@ -94,7 +94,7 @@ async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
         raise StrategyInputError(f"budget: {budget:.4g} eFLOPs does not pay for {params.probes} probes of {cap} tokens ({probe_cost:.4g})", "strategy.budget")
     probes = await ctx.generate(params.probes, temperature=temperature, max_tokens=cap, stage="probe")
     voters = [Candidate(r, answer=extract_answer(r.text)) for r in probes if not r.cut_short]
-    for c, group in zip(voters, await ctx.answers.group([c.answer for c in voters]), strict=True):
+    for c, group in zip(voters, await ctx.verifiers.group([c.answer for c in voters]), strict=True):
         c.group = group
     counts = Counter(c.group for c in voters if c.group is not None)
     agreement = max(counts.values()) / len(probes) if counts else 0.0
@@ -120,7 +120,7 @@ async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
         report["plan"] = {"n": len(probes), "max_tokens": cap, "kv_budget": None, "bin": bin_, "choice": "probe_vote", "agreement": agreement}
         return StrategyResult([Candidate(c.rollout, answer=c.answer, group=c.group) for c in voters], chosen, {**report, **tally.report(voters)})
     plan, _, _ = plan_for(planning, ComputeBudget(eflops=budget - spent))
-    ctx.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens)
+    ctx.planner.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens)
     inner: BaseModel = (
         MajorityParams(n=plan.n, temperature=temperature) if choice == "majority" else BestOfNParams(n=plan.n, temperature=temperature, select="code_tests")
     )

@@ -1,8 +1,9 @@
-"""What a strategy sees and returns. A strategy gets the task and a `Context`; the context is its only way to an
-engine (every token metered against the request's budget, the deadline and cancellation honoured) and to the
+"""What a strategy sees and returns. A strategy gets its parameters and a `Context`; the context is its only way to
+an engine (every token metered against the request's budget, the deadline and cancellation honoured) and to the
 verifiers. It returns the chosen candidate, all candidates and why the choice was made.
 
-Nothing here imports the gateway: strategies are testable against any object that satisfies `Context`.
+Nothing here imports the gateway: strategies are testable against any object that satisfies `Context` (the unit
+tests' one is `tests/unit/fakes.py`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from typing import Any, Protocol
 from compute.allocator import Observation
 from compute.cost_model import HardwareProfile, ModelShape
 from compute.protocol import TokenLogprob
-from verifiers.answers import AnswerGrouper
-from verifiers.code import TestReport
-from verifiers.sandbox import Sandbox
+from verifiers.code import TestCase, TestReport
 
 # A rollout stopped by the request's budget or deadline, or by a strategy's stopping rule, not by the model: its
 # text is a fragment.
@@ -139,6 +138,53 @@ class StrategyResult:
         return self.chosen.rollout.text if self.chosen else ""
 
 
+class Verifiers(Protocol):
+    """What a strategy checks its candidates with: final answers grouped by mathematical equivalence, and programs run
+    on tests in the sandbox. Grading against a reference answer is the gateway's, after the strategy has chosen."""
+
+    async def group(self, answers: Sequence[str | None]) -> list[int | None]:
+        """One group id per answer (None for a None answer), numbered 0, 1, 2… in order of first appearance."""
+        ...
+
+    async def run_tests(self, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
+        """`program` on `tests` in one sandboxed run (`wall_s`: the caller's timeout, else the sandbox's)."""
+        ...
+
+    @property
+    def isolation(self) -> str:
+        """Which layers confine a sandboxed run, for the report."""
+        ...
+
+
+class Codec(Protocol):
+    """The served models' tokens, for strategies that build prompts token by token (ATTS's histories, certainty
+    probes) or that score a trace against the whole vocabulary (self-certainty)."""
+
+    @property
+    def vocab_size(self) -> int:
+        """The request's model's vocabulary."""
+        ...
+
+    def context_limit(self, model: str | None = None) -> int: ...
+
+    async def tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None, model: str | None = None) -> list[int]:
+        """`model`'s tokens of: a chat prompt (with the assistant's turn opened), a piece of text to append to one, or
+        (neither given) the request's own prompt."""
+        ...
+
+
+class Planner(Protocol):
+    """For a strategy that plans the whole request's compute (Kinetics, auto): what the plan is made from, and the
+    one way to hold the rest of the request to it."""
+
+    async def planning(self, family: str) -> Planning: ...
+
+    def restrict(self, *, max_tokens: int, total_tokens: int, model: str | None = None) -> None:
+        """Narrows what is left of the request: at most `max_tokens` a sample and `total_tokens` in all, generated
+        by `model` (a replica of the request's model) from now on. Only a plan for the whole request may do this."""
+        ...
+
+
 class Cache(Protocol):
     """Results worth sharing across requests and gateways (summaries, judge votes), under a key made of everything
     they depend on. A miss, an error or an unreachable store all read as None: the cache may only save work."""
@@ -166,21 +212,34 @@ class CalibrationStore(Protocol):
     async def count(self, key: str, **increments: int) -> None: ...
 
 
+class Shared(Protocol):
+    """What outlives the request, shared by every request and gateway: the cache of summaries and judge votes (RTV,
+    PDR) and the calibration pools (ATTS; None when no store is configured)."""
+
+    @property
+    def cache(self) -> Cache: ...
+    @property
+    def calibration(self) -> CalibrationStore | None: ...
+
+
 class Context(Protocol):
+    """What a strategy is handed: the one way to the engines (every token metered against the request's budget, the
+    deadline and cancellation honoured) and to the verifiers. A strategy's loop calls five things: `generate`
+    samples, `score` a prompt's tokens, check candidates with `verifiers`, `emit` progress, `run` a sub-strategy; a
+    reward model would join `score` as `reward`. It reads the task, the model and whether the budget is spent.
+
+    What only a few strategies need sits behind one member each: `codec` (token-level prompts and limits: ATTS,
+    certainty probes, self-certainty), `planner` (Kinetics, auto) and `shared` (caches that outlive the request: RTV,
+    PDR, ATTS). The gateway's `RequestContext` and the unit tests' `FakeContext` both satisfy this, checked by mypy."""
+
     @property
     def task(self) -> Task: ...
     @property
     def model(self) -> str: ...
     @property
-    def vocab_size(self) -> int: ...
-    @property
-    def answers(self) -> AnswerGrouper: ...
-    @property
-    def sandbox(self) -> Sandbox: ...
-    @property
-    def cache(self) -> Cache: ...
-    @property
-    def calibration(self) -> CalibrationStore | None: ...
+    def exhausted(self) -> str | None:
+        """What ended the request's budget ("budget" or "deadline"), if anything has."""
+        ...
 
     async def generate(
         self,
@@ -199,39 +258,31 @@ class Context(Protocol):
         """N samples in one engine request (they share the prompt's prefill and KV cache): of the task's own prompt,
         of `messages` (a strategy's own prompt: a summary, a judge's comparison) rendered by the chat template, or of
         `prompt` token ids (a prompt extended by earlier output); by the request's model or the served `model` named.
-        With `watch`, each sample is an engine request of its own, aborted when `watch` returns a reason for it."""
+        With `watch`, each sample is an engine request of its own, aborted when `watch` returns a reason for it. An
+        empty list once the budget or deadline is spent."""
         ...
 
     async def score(self, prompt: list[int], start: int, *, model: str | None = None, stage: str = "score") -> list[float] | None:
-        """Log-probabilities of the tokens `prompt[start:]` under `model` (one prefill)."""
+        """Log-probabilities of the tokens `prompt[start:]` under `model` (one prefill); None once the budget is spent."""
+        ...
+
+    @property
+    def verifiers(self) -> Verifiers: ...
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """A progress event for streaming clients (a tally, a round done)."""
         ...
 
     async def run(self, params: Any) -> StrategyResult:
         """Another strategy on the same task, budget and engines: a composed rollout (majority over ATTS samples)."""
         ...
 
-    async def planning(self, family: str) -> Planning: ...
-
-    def restrict(self, *, max_tokens: int, total_tokens: int, model: str | None = None) -> None:
-        """Narrows what is left of the request: at most `max_tokens` a sample and `total_tokens` in all, generated
-        by `model` (a replica of the request's model) from now on. Only a plan for the whole request may do this."""
-        ...
-
-    async def tokens(self, *, messages: list[dict[str, str]] | None = None, text: str | None = None, model: str | None = None) -> list[int]:
-        """`model`'s tokens of: a chat prompt (with the assistant's turn opened), a piece of text to append to one, or
-        (neither given) the request's own prompt."""
-        ...
-
-    def context_limit(self, model: str | None = None) -> int: ...
-
     @property
-    def exhausted(self) -> str | None:
-        """What ended the request's budget ("budget" or "deadline"), if anything has."""
-        ...
-
-    def emit(self, event: dict[str, Any]) -> None:
-        """A progress event for streaming clients (a tally, a round done)."""
-        ...
+    def codec(self) -> Codec: ...
+    @property
+    def planner(self) -> Planner: ...
+    @property
+    def shared(self) -> Shared: ...
 
 
 def usable(candidates: Sequence[Candidate]) -> list[Candidate]:

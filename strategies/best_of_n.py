@@ -22,7 +22,7 @@ from strategies.majority import VotingKnobs, sampling_of
 from strategies.stopping import DeepConfStop, confident_voters, draw
 from strategies.voting import TOP_LOGPROBS, Score, Weight, best_by, representative, score_candidates, vote
 from verifiers.answers import extract_answer
-from verifiers.code import TestCase, caller_tests, run_tests, visible_tests
+from verifiers.code import TestCase, caller_tests, visible_tests
 from verifiers.programs import candidate_program, entry_point_of, stub_of
 
 Select = Literal["logprob", "self_certainty", "code_tests", "weighted_majority"]
@@ -64,7 +64,7 @@ async def best_of_n(ctx: Context, params: BestOfNParams) -> StrategyResult:
     candidates = [Candidate(r) for r in drawn.rollouts]
     pool = candidates
     if deepconf:
-        score_candidates(candidates, ctx.vocab_size, deepconf.window, deepconf.measure)
+        score_candidates(candidates, ctx.codec.vocab_size, deepconf.window, deepconf.measure)
         pool = confident_voters(usable(candidates), deepconf, drawn.threshold)
         drawn.report = {**(drawn.report or {}), "voters": [c.index for c in pool], "filtered_out": len(candidates) - len(pool)}
     chosen, selection = await select_among(ctx, pool, params.select, params.score, tests)
@@ -84,18 +84,18 @@ async def select_among(
 ) -> tuple[Candidate | None, dict[str, Any]]:
     """Any rollouts' pick by a best-of-N selector (also ATTS's final choice across its samples); `majority` is the
     unweighted vote."""
-    score_candidates(candidates, ctx.vocab_size)
+    score_candidates(candidates, ctx.codec.vocab_size)
     pool = usable(candidates)
     selection: dict[str, Any] = {"select": select}
     if select == "code_tests":
         assert tests is not None
         chosen = await _by_tests(ctx, pool, *tests, tie_break=score)
-        selection["sandbox"] = ctx.sandbox.isolation
+        selection["sandbox"] = ctx.verifiers.isolation
     elif select in ("weighted_majority", "majority"):
         weight: Weight = score if select == "weighted_majority" else "none"
         for c in candidates:
             c.answer = extract_answer(c.rollout.text)
-        for c, group in zip(pool, await ctx.answers.group([c.answer for c in pool]), strict=True):
+        for c, group in zip(pool, await ctx.verifiers.group([c.answer for c in pool]), strict=True):
             c.group = group
         tally = vote(pool, weight)
         ctx.emit({"type": "tally", **tally.report(pool)})
@@ -112,7 +112,7 @@ async def _by_tests(ctx: Context, pool: list[Candidate], tests: list[TestCase], 
 
     async def check(c: Candidate) -> None:
         program = candidate_program(c.rollout.text, stub, entry)
-        c.tests = await run_tests(ctx.sandbox, program, tests, entry, wall_s=ctx.task.verifier.timeout_s)
+        c.tests = await ctx.verifiers.run_tests(program, tests, entry, wall_s=ctx.task.verifier.timeout_s)
         ctx.emit({"type": "tested", "index": c.index, "passed": c.tests.passed, "total": c.tests.total})
 
     await asyncio.gather(*(check(c) for c in pool))

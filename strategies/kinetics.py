@@ -102,10 +102,10 @@ def plan_for(planning: Planning, budget: ComputeBudget, sparse: bool = True) -> 
 
 
 async def kinetics(ctx: Context, params: KineticsParams) -> StrategyResult:
-    planning = await ctx.planning(params.family)
+    planning = await ctx.planner.planning(params.family)
     plan, considered, budget = plan_for(planning, params.budget, params.sparse)
     sparse = planning.sparse if params.sparse else {}
-    ctx.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens, model=sparse.get(plan.kv_budget) if plan.kv_budget else None)
+    ctx.planner.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens, model=sparse.get(plan.kv_budget) if plan.kv_budget else None)
     ctx.emit({"type": "plan", "n": plan.n, "max_tokens": plan.max_tokens, "kv_budget": plan.kv_budget, "predicted_eflops": plan.predicted_eflops})
     knobs: dict[str, Any] = {"n": plan.n, "temperature": params.temperature, "top_p": params.top_p}
     inner = MajorityParams(**knobs) if params.inner == "majority" else BestOfNParams(**knobs, select=params.select)

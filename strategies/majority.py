@@ -94,12 +94,12 @@ async def majority(ctx: Context, params: MajorityParams) -> StrategyResult:
     deepconf = rule if isinstance(rule, DeepConfStop) else None
     drawn = await draw(ctx, rule, params.n, sampling_of(ctx, params, TOP_LOGPROBS["confidence" if deepconf else params.weight]), params.rollout)
     candidates = [Candidate(r, answer=extract_answer(r.text)) for r in drawn.rollouts]
-    score_candidates(candidates, ctx.vocab_size, *((deepconf.window, deepconf.measure) if deepconf else ()))
+    score_candidates(candidates, ctx.codec.vocab_size, *((deepconf.window, deepconf.measure) if deepconf else ()))
     voters, weight = usable(candidates), params.weight
     if deepconf:
         voters, weight = confident_voters(voters, deepconf, drawn.threshold), "confidence"
         drawn.report = {**(drawn.report or {}), "voters": [c.index for c in voters], "filtered_out": len(candidates) - len(voters)}
-    for c, group in zip(voters, await ctx.answers.group([c.answer for c in voters]), strict=True):
+    for c, group in zip(voters, await ctx.verifiers.group([c.answer for c in voters]), strict=True):
         c.group = group
     tally = vote(voters, weight)
     ctx.emit({"type": "tally", **tally.report(voters)})

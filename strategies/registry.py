@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from strategies.ahead_by_k import AheadByKParams, ahead_by_k
 from strategies.atts import ATTSParams, atts
 from strategies.atts import check as check_atts
 from strategies.auto import AutoParams, auto
@@ -33,13 +34,23 @@ class NoneParams(BaseModel):
 
 
 StrategyParams = Annotated[
-    NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams | ATTSParams | KineticsParams | AutoParams, Field(discriminator="name")
+    NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams | ATTSParams | KineticsParams | AutoParams | AheadByKParams,
+    Field(discriminator="name"),
 ]
 StrategyFn = Callable[[Context, Any], Awaitable[StrategyResult]]
 for _composing in (MajorityParams, BestOfNParams):  # their `rollout` may itself be any strategy
     _composing.model_rebuild(_types_namespace={"StrategyParams": StrategyParams})
 
-STRATEGIES: dict[str, StrategyFn] = {"majority": majority, "best_of_n": best_of_n, "rtv": rtv, "pdr": pdr, "atts": atts, "kinetics": kinetics, "auto": auto}
+STRATEGIES: dict[str, StrategyFn] = {
+    "majority": majority,
+    "best_of_n": best_of_n,
+    "rtv": rtv,
+    "pdr": pdr,
+    "atts": atts,
+    "kinetics": kinetics,
+    "auto": auto,
+    "ahead_by_k": ahead_by_k,
+}
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
 CHECKS: dict[str, Callable[[Task, Any], None]] = {
     "best_of_n": check_best_of_n,

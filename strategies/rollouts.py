@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from strategies.base import Context, Rollout
 from strategies.best_of_n import tests_for
-from verifiers.code import TestCase, TestReport, run_tests
+from verifiers.code import TestCase, TestReport
 from verifiers.programs import candidate_program
 
 RolloutMode = Literal["answer", "agent"]
@@ -104,7 +104,7 @@ async def agent_loop(
 ) -> None:
     while True:
         attempt = trajectory.attempts[-1]
-        report = await run_tests(ctx.sandbox, candidate_program(attempt.text, stub, entry), tests, entry, wall_s=ctx.task.verifier.timeout_s)
+        report = await ctx.verifiers.run_tests(candidate_program(attempt.text, stub, entry), tests, entry, wall_s=ctx.task.verifier.timeout_s)
         trajectory.reports.append(report)
         ctx.emit({"type": "step", "stage": stage, "index": trajectory.index, "step": len(trajectory.attempts), "passed": report.passed, "total": report.total})
         if report.passed == report.total or len(trajectory.attempts) >= steps or attempt.cut_short:

@@ -107,7 +107,7 @@ class SummaryJudge:
             "max_tokens": k.judge_tokens,
             "votes": votes,
         }
-        cached = await self.ctx.cache.get("votes", key)
+        cached = await self.ctx.shared.cache.get("votes", key)
         if cached is not None:
             return Verdicts(cached["picks"])
         listing = "\n\n".join(f"[{pos + 1}]\n{self.shown[i]}" for pos, i in enumerate(order))
@@ -118,7 +118,7 @@ class SummaryJudge:
         picks = [parse_pick(a.text, len(order)) for a in answers]
         spent = [a.prompt_tokens + len(a.token_ids) for a in answers]
         if len(answers) == votes and not any(a.cut_short for a in answers):
-            await self.ctx.cache.put("votes", key, {"picks": picks}, sum(spent))
+            await self.ctx.shared.cache.put("votes", key, {"picks": picks}, sum(spent))
         return Verdicts(picks, max(spent, default=0))
 
 

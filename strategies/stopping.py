@@ -163,7 +163,7 @@ async def draw_until_confident(ctx: Context, rule: AdaptiveStop, sample: Sampler
         if not batch:
             break
         rollouts += [replace(r, index=len(rollouts) + i) for i, r in enumerate(batch)]
-        groups = await ctx.answers.group([None if r.cut_short else extract_answer(r.text) for r in rollouts])
+        groups = await ctx.verifiers.group([None if r.cut_short else extract_answer(r.text) for r in rollouts])
         steps.append({"drawn": len(rollouts), "leader_probability": round(leader_probability(groups), 4)})
         ctx.emit({"type": "adaptive", **steps[-1]})
     confident = bool(steps) and steps[-1]["leader_probability"] >= rule.confidence
@@ -255,7 +255,7 @@ class Prober:
             run = [mine.get(start + k * self.rule.every) for k in range(self.rule.agree)]
             if index in self.agreed or any(p is None or p.hedged for p in run):
                 continue
-            groups = await self.ctx.answers.group([p.answer for p in run if p is not None])
+            groups = await self.ctx.verifiers.group([p.answer for p in run if p is not None])
             if len(set(groups)) == 1 and groups[0] is not None:
                 self.agreed[index] = max((p for p in run if p is not None), key=lambda p: p.at)
                 return
@@ -270,7 +270,7 @@ class Prober:
 async def probe_rollouts(ctx: Context, rule: ProbeStop, n: int, sampling: dict[str, Any]) -> Drawn:
     """Dynasor-CoT: each rollout is probed as it grows and stopped once `agree` consecutive probes agree; a stopped
     rollout's text ends with the probe's closed box, so that it votes with the answer its probes agreed on."""
-    prober = Prober(ctx, rule, await ctx.tokens(), await ctx.tokens(text=PROBE))
+    prober = Prober(ctx, rule, await ctx.codec.tokens(), await ctx.codec.tokens(text=PROBE))
     try:
         rollouts = await ctx.generate(n, watch=prober.watch, **sampling)
     finally:

@@ -74,7 +74,7 @@ def parse_sections(text: str) -> dict[str, str]:
 async def summarize(ctx: Context, trajectory: Trajectory, *, temperature: float, max_tokens: int) -> Summary:
     attempt, final = trajectory.transcript(), final_answer(trajectory.final.text)
     key = {"model": ctx.model, "version": PROMPT_VERSION, "problem": ctx.task.text, "attempt": attempt, "temperature": temperature, "max_tokens": max_tokens}
-    cached = await ctx.cache.get("summary", key)
+    cached = await ctx.shared.cache.get("summary", key)
     if cached is not None:
         return Summary(trajectory.index, cached["sections"], final, 0, cached=True)
     prompt = PROMPT.format(headings="\n".join(f"{h}:" for h in HEADINGS.values()), problem=ctx.task.text, attempt=attempt)
@@ -85,5 +85,5 @@ async def summarize(ctx: Context, trajectory: Trajectory, *, temperature: float,
     sections = parse_sections(written.text)
     spent = written.prompt_tokens + len(written.token_ids)
     if not written.cut_short:
-        await ctx.cache.put("summary", key, {"sections": sections}, spent)
+        await ctx.shared.cache.put("summary", key, {"sections": sections}, spent)
     return Summary(trajectory.index, sections, final, spent, cached=False)

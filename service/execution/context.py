@@ -1,14 +1,15 @@
-"""The strategies' one way to an engine. `generate` turns a strategy's "N samples of the task" into one metered
-engine request: tokens granted against the request's budget (each rollout's `max_tokens` capped by what is left,
-in-flight rollouts aborted when it is spent), the deadline honoured, the request id on every engine request, and a
-progress event per finished rollout. Cancelling the strategy's task cancels the engine requests with it."""
+"""The strategies' one way to an engine: the gateway's `Context` (strategies/base.py). `generate` turns a strategy's
+"N samples of the task" into one metered engine request: tokens granted against the request's budget (each
+rollout's `max_tokens` capped by what is left, in-flight rollouts aborted when it is spent), the deadline honoured,
+the request id on every engine request, and a progress event per finished rollout. Cancelling the strategy's task
+cancels the engine requests with it."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,14 +21,36 @@ from service.execution.models import ServedModel
 from service.execution.pricing import Priced
 from service.planning.accuracy import AccuracyBook, Evidence
 from service.state.cache import RequestCache
-from strategies.base import CalibrationStore, Planning, Rollout, StrategyResult, Task, UnknownModel, Watch
+from strategies.base import CalibrationStore, Codec, Context, Planner, Planning, Rollout, Shared, StrategyResult, Task, UnknownModel, Watch
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
+from verifiers.code import TestCase, TestReport, run_tests
 from verifiers.sandbox import Sandbox
+
+
+@dataclass(frozen=True)
+class GatewayVerifiers:
+    """The gateway's verifiers as a strategy calls them (`Verifiers`): the app's math-verify grouper and sandbox."""
+
+    answers: AnswerGrouper
+    sandbox: Sandbox
+
+    async def group(self, answers: Sequence[str | None]) -> list[int | None]:
+        return await self.answers.group(answers)
+
+    async def run_tests(self, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
+        return await run_tests(self.sandbox, program, tests, entry_point, wall_s)
+
+    @property
+    def isolation(self) -> str:
+        return self.sandbox.isolation
 
 
 @dataclass
 class RequestContext:
+    """One request's `Context`. It also plays the roles that sit behind the context (`codec`, `planner`, `shared`)
+    itself: a strategy reaches those methods only through the member that names the role."""
+
     served: ServedModel
     request_id: str
     prompt: list[int]
@@ -61,6 +84,22 @@ class RequestContext:
     @property
     def model(self) -> str:
         return self.served.spec.name
+
+    @property
+    def verifiers(self) -> GatewayVerifiers:
+        return GatewayVerifiers(self.answers, self.sandbox)
+
+    @property
+    def codec(self) -> Codec:
+        return self
+
+    @property
+    def planner(self) -> Planner:
+        return self
+
+    @property
+    def shared(self) -> Shared:
+        return self
 
     @property
     def vocab_size(self) -> int:
@@ -169,7 +208,8 @@ class RequestContext:
         return run.prompt_logprobs.get(0)
 
     async def run(self, params: Any) -> StrategyResult:
-        return await STRATEGIES[params.name](self, params)
+        ctx: Context = self  # what every strategy is handed: mypy holds this class to the protocol here
+        return await STRATEGIES[params.name](ctx, params)
 
     async def planning(self, family: str) -> Planning:
         return await planning_for(self.served, self.models, self.hardware, self.accuracy, len(self.prompt), self.base_sampling.max_tokens, family)

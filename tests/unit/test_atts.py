@@ -8,7 +8,6 @@ import asyncio
 import math
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,12 +18,10 @@ from redis.asyncio import Redis
 
 from service.state.calibration import PREFIX, RedisCalibration
 from strategies.atts import ATTSParams, atts, pool_key
-from strategies.base import Rollout, Task, VerifierSpec
+from strategies.base import Rollout
 from strategies.conformal import alpha_for_takeovers, budget_accuracy, decide, p_value, perplexity, rank_fraction, rejection_interval
 from tests.conftest import empty_database
-
-TASK = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
-
+from tests.unit.fakes import TASK, Call, DictCalibration, FakeContext, decode, encode
 
 # --- the conformal test -------------------------------------------------------------------------------------------
 
@@ -122,71 +119,26 @@ async def test_an_unreachable_store_reads_as_no_pool_and_drops_writes() -> None:
 # --- the strategy against a scripted draft and target -------------------------------------------------------------
 
 
-class DictStore:
-    def __init__(self, pools: dict[str, list[float]] | None = None) -> None:
-        self.pools = pools or {}
-        self.counts: dict[str, dict[str, float]] = {}
+class Script:
+    """Text is characters, one token each (the fake's tokenizer). The draft writes `drafts[sample][turn]` (a chunk
+    containing "?" is one the target dislikes: log-probability -3 per token, else -0.1); the target writes "T." and
+    ends the turn. A sample's draft sleeps `delays[sample]` seconds on its first chunk. Each sample's prompt carries
+    its index, so the script knows whose turn it is."""
 
-    async def scores(self, key: str) -> list[float] | None:
-        return list(self.pools.get(key, []))
-
-    async def add(self, key: str, scores: Any, expires: bool = False) -> None:
-        self.pools.setdefault(key, []).extend(scores)
-
-    async def stats(self, key: str) -> dict[str, float]:
-        return dict(self.counts.get(key, {}))
-
-    async def count(self, key: str, **increments: int) -> None:
-        for name, by in increments.items():
-            self.counts.setdefault(key, {}).setdefault(name, 0.0)
-            self.counts[key][name] += by
-
-
-class Scripted:
-    """Text is characters, one token each. The draft writes `drafts[sample][turn]` (a chunk containing "?" is one
-    the target dislikes: log-probability -3 per token, else -0.1); the target writes "T." and ends the turn. A sample's
-    draft sleeps `delays[sample]` seconds on its first chunk. Each sample's prompt carries its index, so the script
-    knows whose turn it is."""
-
-    def __init__(self, drafts: dict[int, list[str]], store: DictStore | None = None, delays: dict[int, float] | None = None, budget: int = 10_000) -> None:
-        self.task = TASK
-        self.model = "m"
-        self.vocab_size = 100
-        self.cache = None
-        self.calibration = store if store is not None else DictStore()
+    def __init__(self, drafts: dict[int, list[str]], delays: dict[int, float] | None = None) -> None:
         self.drafts = drafts
         self.delays = delays or {}
-        self.budget = budget
-        self.used = 0
-        self.events: list[dict[str, Any]] = []
-        self.calls: list[tuple[str, int]] = []
         self.turn: dict[int, int] = {}
         self.started = 0
-        self.answers = _Answers()
-        self.sandbox = None
 
-    @property
-    def exhausted(self) -> str | None:
-        return "budget" if self.used >= self.budget else None
+    def context(self, store: DictCalibration, budget: int | None = None) -> FakeContext:
+        return FakeContext(replies=self.reply, scores=self.score, model="m", prompt=[0], calibration=store, budget=budget)
 
-    def context_limit(self, model: str | None = None) -> int:
-        return 100_000
-
-    async def tokens(self, *, messages: Any = None, text: str | None = None, model: str | None = None) -> list[int]:
-        if text is not None:
-            return [ord(c) for c in text]
-        return [0]
-
-    async def generate(
-        self, n: int, *, prompt: list[int] | None = None, model: str | None = None, stage: str = "sample", max_tokens: int | None = None, **kw: Any
-    ) -> list[Rollout]:
-        if self.exhausted:
-            return []
-        sample = self._sample_of(prompt)
+    async def reply(self, call: Call) -> list[Rollout]:
+        sample = self._sample_of(call.prompt)
         if sample < 0:  # a sample's first call: samples start in index order
             sample, self.started = self.started, self.started + 1
-        self.calls.append((stage, sample))
-        if stage == "draft":
+        if call.stage == "draft":
             turn = self.turn.get(sample, 0)
             self.turn[sample] = turn + 1
             if turn == 0 and self.delays.get(sample):
@@ -196,27 +148,15 @@ class Scripted:
             finish = "stop" if text.endswith(".") else "length"
         else:
             text, finish = "T.", "stop"
-        self.used += len(text)
-        return [Rollout(0, text, [ord(c) for c in text], [], finish)]
+        return [Rollout(0, text, encode(text), [], finish)]
 
-    async def score(self, prompt: list[int], start: int, *, model: str | None = None, stage: str = "score") -> list[float] | None:
-        chunk = "".join(chr(i) for i in prompt[start:])
-        self.calls.append(("score", self._sample_of(prompt)))
+    def score(self, prompt: list[int], start: int) -> list[float]:
+        chunk = decode(prompt[start:])
         return [-3.0 if "?" in chunk else -0.1] * len(chunk)
 
     def _sample_of(self, prompt: list[int] | None) -> int:
-        text = "".join(chr(i) for i in (prompt or [])[1:])
-        found = re.match(r"<(\d+)>", text)
+        found = re.match(r"<(\d+)>", decode((prompt or [])[1:]))
         return int(found.group(1)) if found else -1
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-
-class _Answers:
-    async def group(self, answers: Any) -> list[int | None]:
-        seen: dict[str, int] = {}
-        return [None if a is None else seen.setdefault(a, len(seen)) for a in answers]
 
 
 def drafts_with_ids(script: dict[int, list[str]]) -> dict[int, list[str]]:
@@ -225,9 +165,9 @@ def drafts_with_ids(script: dict[int, list[str]]) -> dict[int, list[str]]:
 
 
 async def test_a_rejected_chunk_is_continued_by_the_target_and_an_accepted_one_is_not() -> None:
-    warm = DictStore({"m|m|default": [1.2] * 15 + [1.3] * 15})
-    model = Scripted(drafts_with_ids({0: ["x = 1", "so 4."], 1: ["odd?", "so 5."]}), warm)
-    result = await atts(model, ATTSParams(samples=2, turns=4, alpha=0.2))  # type: ignore[arg-type]
+    warm = DictCalibration({"m|m|default": [1.2] * 15 + [1.3] * 15})
+    model = Script(drafts_with_ids({0: ["x = 1", "so 4."], 1: ["odd?", "so 5."]})).context(warm)
+    result = await atts(model, ATTSParams(samples=2, turns=4, alpha=0.2))
     report = result.selection
     first = report["samples"][0]["turns"]
     assert [t["decision"] for t in first] == ["accept", "accept"]
@@ -245,11 +185,11 @@ async def test_a_rejected_chunk_is_continued_by_the_target_and_an_accepted_one_i
 
 
 async def test_a_cold_pool_is_bootstrapped_from_the_requests_own_first_chunks() -> None:
-    store = DictStore()
+    store = DictCalibration()
     script = {i: ["fine", " so 4."] for i in range(5)}
     script[4] = ["hmm?", " so 4."]
-    model = Scripted(drafts_with_ids(script), store)
-    result = await atts(model, ATTSParams(samples=5, turns=3, alpha=0.2, min_calibration=16))  # type: ignore[arg-type]
+    model = Script(drafts_with_ids(script)).context(store)
+    result = await atts(model, ATTSParams(samples=5, turns=3, alpha=0.2, min_calibration=16))
     calibration = result.selection["calibration"]
     assert calibration["bootstrapped"] is True and calibration["pool_size"] == 0 and calibration["added"] == 5
     turns0 = [s["turns"][0] for s in result.selection["samples"]]
@@ -260,9 +200,9 @@ async def test_a_cold_pool_is_bootstrapped_from_the_requests_own_first_chunks() 
 
 
 async def test_per_question_pools_are_kept_apart_from_the_marginal_one() -> None:
-    store = DictStore({"m|m|default": [1.0] * 20})
-    model = Scripted(drafts_with_ids({0: ["4."], 1: ["4."]}), store)
-    result = await atts(model, ATTSParams(samples=2, turns=1, calibration="per_question", min_calibration=4))  # type: ignore[arg-type]
+    store = DictCalibration({"m|m|default": [1.0] * 20})
+    model = Script(drafts_with_ids({0: ["4."], 1: ["4."]})).context(store)
+    result = await atts(model, ATTSParams(samples=2, turns=1, calibration="per_question", min_calibration=4))
     key = pool_key("m", "m", "default", TASK.text)
     assert result.selection["calibration"]["pool"] == key and result.selection["calibration"]["bootstrapped"] is True
     assert store.pools[key] and store.pools["m|m|default"] == [1.0] * 20
@@ -272,26 +212,26 @@ async def test_per_question_pools_are_kept_apart_from_the_marginal_one() -> None
 async def test_async_samples_do_not_wait_for_a_straggler_and_sync_ones_do() -> None:
     script = {i: ["step", " then 4."] for i in range(4)}
     warm = {"m|m|default": [1.2] * 40}
-    fast = await atts(Scripted(drafts_with_ids(script), DictStore(warm), delays={3: 0.6}), ATTSParams(samples=4, turns=3, alpha=0.1))  # type: ignore[arg-type]
+    fast = await atts(Script(drafts_with_ids(script), delays={3: 0.6}).context(DictCalibration(warm)), ATTSParams(samples=4, turns=3, alpha=0.1))
     walls = {s["index"]: s["wall_s"] for s in fast.selection["samples"]}
     assert walls[3] >= 0.6 and max(walls[i] for i in range(3)) < 0.3
-    slow = await atts(Scripted(drafts_with_ids(script), DictStore(warm), delays={3: 0.6}), ATTSParams(samples=4, turns=3, alpha=0.1, mode="sync"))  # type: ignore[arg-type]
+    slow = await atts(Script(drafts_with_ids(script), delays={3: 0.6}).context(DictCalibration(warm)), ATTSParams(samples=4, turns=3, alpha=0.1, mode="sync"))
     assert min(s["wall_s"] for s in slow.selection["samples"]) >= 0.6
 
 
 async def test_sync_mode_hands_the_worst_scored_round_alpha_share_to_the_target() -> None:
     script = {0: ["a?", "4."], 1: ["b??", "4."], 2: ["c", "4."], 3: ["d", "4."]}
-    model = Scripted(drafts_with_ids(script), DictStore({"m|m|default": [1.0] * 40}))
-    result = await atts(model, ATTSParams(samples=4, turns=2, alpha=0.5, mode="sync"))  # type: ignore[arg-type]
+    model = Script(drafts_with_ids(script)).context(DictCalibration({"m|m|default": [1.0] * 40}))
+    result = await atts(model, ATTSParams(samples=4, turns=2, alpha=0.5, mode="sync"))
     turn0 = {s["index"]: s["turns"][0]["decision"] for s in result.selection["samples"]}
     assert sorted(i for i, d in turn0.items() if d == "reject") == [0, 1]
 
 
 async def test_a_takeover_budget_sets_alpha_from_what_the_pool_has_seen() -> None:
-    store = DictStore({"m|m|default": [1.0] * 40})
+    store = DictCalibration({"m|m|default": [1.0] * 40})
     store.counts["m|m|default"] = {"samples": 10.0, "chunks": 20.0}
-    model = Scripted(drafts_with_ids({i: ["4."] for i in range(4)}), store)
-    result = await atts(model, ATTSParams(samples=4, turns=1, takeovers=2))  # type: ignore[arg-type]
+    model = Script(drafts_with_ids({i: ["4."] for i in range(4)})).context(store)
+    result = await atts(model, ATTSParams(samples=4, turns=1, takeovers=2))
     assert result.selection["alpha"] == 0.25 and result.selection["alpha_source"] == "takeovers"
     assert result.selection["takeover_budget"] == 2 and "budget_accuracy" in result.selection
     with pytest.raises(ValidationError):
@@ -300,7 +240,7 @@ async def test_a_takeover_budget_sets_alpha_from_what_the_pool_has_seen() -> Non
 
 async def test_the_budget_ends_every_sample_and_says_so() -> None:
     script = {i: ["abcdefghij", "klmnopqrst", "4."] for i in range(3)}
-    model = Scripted(drafts_with_ids(script), DictStore({"m|m|default": [2.0] * 40}), budget=20)
-    result = await atts(model, ATTSParams(samples=3, turns=3, alpha=0.1))  # type: ignore[arg-type]
+    model = Script(drafts_with_ids(script)).context(DictCalibration({"m|m|default": [2.0] * 40}), budget=20)
+    result = await atts(model, ATTSParams(samples=3, turns=3, alpha=0.1))
     assert {s["finish_reason"] for s in result.selection["samples"]} == {"budget"}
     assert model.used <= 20 + 13  # the call in flight when the budget ran out may finish its chunk

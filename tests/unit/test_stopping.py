@@ -6,7 +6,6 @@ streaming rollouts); composed rollouts and the compositions refused; with the re
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from strategies.best_of_n import BestOfNParams, best_of_n
 from strategies.majority import MajorityParams, majority
 from strategies.registry import STRATEGY_PARAMS
 from strategies.stopping import ANSWERED, PROBE, AdaptiveStop, DeepConfStop, ProbeStop, leader_probability, next_batch
+from tests.unit.fakes import Call, FakeContext, Partial, encode
 from verifiers.answers import AnswerGrouper
 from verifiers.scores import group_confidences, token_confidences, trace_confidence
 
@@ -62,39 +62,19 @@ def test_the_leaders_posterior_grows_with_its_lead() -> None:
         AdaptiveStop(batch=8, max_n=4)
 
 
-class Draws:
-    """Each engine request takes the next `n` texts of a fixed sequence."""
-
-    def __init__(self, texts: list[str], answers: AnswerGrouper) -> None:
-        self.texts = texts
-        self.task = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
-        self.vocab_size = 100
-        self.answers = answers
-        self.requests: list[int] = []
-        self.events: list[dict[str, Any]] = []
-
-    async def generate(self, n: int, **kwargs: Any) -> list[Rollout]:
-        start = sum(self.requests)
-        self.requests.append(n)
-        return [Rollout(i, t, [1], [], "stop") for i, t in enumerate(self.texts[start : start + n])]
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-
 async def test_a_unanimous_vote_stops_after_the_first_batch(answers: AnswerGrouper) -> None:
-    ctx = Draws(["The answer is 4."] * 32, answers)
-    result = await majority(ctx, MajorityParams(early_stop=AdaptiveStop(batch=4, max_n=32, confidence=0.9)))  # type: ignore[arg-type]
+    ctx = FakeContext(["The answer is 4."] * 32, answers=answers)
+    result = await majority(ctx, MajorityParams(early_stop=AdaptiveStop(batch=4, max_n=32, confidence=0.9)))
     stop = result.selection["early_stop"]
-    assert ctx.requests == [4] and stop["drawn"] == 4 and stop["stopped"] == "confident" and stop["saved_samples"] == 28
+    assert [c.n for c in ctx.calls] == [4] and stop["drawn"] == 4 and stop["stopped"] == "confident" and stop["saved_samples"] == 28
     assert [c.index for c in result.candidates] == [0, 1, 2, 3]
 
 
 async def test_a_split_vote_draws_until_the_cap(answers: AnswerGrouper) -> None:
-    ctx = Draws(["It is 4.", "It is 5."] * 16, answers)
-    result = await majority(ctx, MajorityParams(early_stop=AdaptiveStop(batch=4, max_n=12)))  # type: ignore[arg-type]
+    ctx = FakeContext(["It is 4.", "It is 5."] * 16, answers=answers)
+    result = await majority(ctx, MajorityParams(early_stop=AdaptiveStop(batch=4, max_n=12)))
     stop = result.selection["early_stop"]
-    assert ctx.requests == [4, 4, 4] and stop["stopped"] == "max_n" and len(stop["steps"]) == 3
+    assert [c.n for c in ctx.calls] == [4, 4, 4] and stop["stopped"] == "max_n" and len(stop["steps"]) == 3
     assert sorted(c.index for c in result.candidates) == list(range(12))
     assert [e["drawn"] for e in ctx.events if e["type"] == "adaptive"] == [4, 8, 12]
 
@@ -119,61 +99,30 @@ def test_deepconf_confidence_measures() -> None:
     assert trace_confidence([], window=4, measure="mean") is None
 
 
-class Traces(Draws):
-    def __init__(self, traces: list[tuple[str, list[TokenLogprob]]], answers: AnswerGrouper) -> None:
-        super().__init__([t for t, _ in traces], answers)
-        self.logprobs = [lp for _, lp in traces]
-        self.asked: list[Any] = []
-
-    async def generate(self, n: int, **kwargs: Any) -> list[Rollout]:
-        self.asked.append(kwargs.get("logprobs"))
-        return [Rollout(i, t, [1] * len(lp), lp, "stop") for i, (t, lp) in enumerate(zip(self.texts[:n], self.logprobs, strict=True))]
+def traced(traces: list[tuple[str, list[TokenLogprob]]]) -> list[Rollout]:
+    """Samples of these texts, a token per log-probability."""
+    return [Rollout(0, text, [1] * len(logprobs), logprobs, "stop") for text, logprobs in traces]
 
 
 async def test_deepconf_offline_lets_only_the_most_confident_traces_vote(answers: AnswerGrouper) -> None:
     traces = [("It is 4.", flat()), ("It is 4.", flat()), ("It is 4.", flat()), ("It is 5.", peaked()), ("It is 5.", peaked())]
-    plain = await majority(Traces(traces, answers), MajorityParams(n=5))  # type: ignore[arg-type]
+    plain = await majority(FakeContext(traced(traces), answers=answers), MajorityParams(n=5))
     assert plain.chosen is not None and plain.chosen.answer == "4"
-    ctx = Traces(traces, answers)
-    result = await majority(ctx, MajorityParams(n=5, early_stop=DeepConfStop(keep_top=0.4, window=8)))  # type: ignore[arg-type]
-    assert ctx.asked == [20]  # top-20 log-probabilities for the confidences
+    ctx = FakeContext(traced(traces), answers=answers)
+    result = await majority(ctx, MajorityParams(n=5, early_stop=DeepConfStop(keep_top=0.4, window=8)))
+    assert [c.logprobs for c in ctx.calls] == [20]  # top-20 log-probabilities for the confidences
     assert result.chosen is not None and result.chosen.answer == "5"
     stop = result.selection["early_stop"]
     assert sorted(stop["voters"]) == [3, 4] and stop["filtered_out"] == 3 and result.selection["weight"] == "confidence"
     assert result.selection["tally"][0]["weight"] == pytest.approx(2 * 6.003333, abs=1e-4)
 
 
-class Streaming(Traces):
-    """Traces grow a token at a time; with `watch`, each is shown to it after every token and cut where it says."""
-
-    def __init__(self, traces: list[tuple[str, list[TokenLogprob]]], answers: AnswerGrouper) -> None:
-        super().__init__(traces, answers)
-        self.taken = 0
-        self.stages: list[tuple[str, int, bool]] = []
-
-    async def generate(self, n: int, *, watch: Any = None, stage: str = "sample", **kwargs: Any) -> list[Rollout]:
-        self.stages.append((stage, n, watch is not None))
-        out = []
-        for i in range(n):
-            text, logprobs = self.texts[self.taken], self.logprobs[self.taken]
-            self.taken += 1
-            finish, grown = "stop", logprobs
-            if watch is not None:
-                for k in range(1, len(logprobs) + 1):
-                    seen = SimpleNamespace(text=text, token_ids=[1] * k, logprobs=logprobs[:k])
-                    if reason := watch(i, seen):
-                        finish, grown = reason, logprobs[:k]
-                        break
-            out.append(Rollout(i, text if finish == "stop" else "", [1] * len(grown), grown, finish))
-        return out
-
-
 async def test_deepconf_online_aborts_traces_that_fall_below_the_warmup_threshold(answers: AnswerGrouper) -> None:
     sure, unsure = ("It is 5.", peaked(16)), ("It is 4.", flat(16))
-    ctx = Streaming([sure, sure, unsure, unsure, unsure, sure, unsure, sure], answers)
+    ctx = FakeContext(traced([sure, sure, unsure, unsure, unsure, sure, unsure, sure]), answers=answers)
     rule = DeepConfStop(mode="online", warmup=4, window=8, keep_top=0.5)
-    result = await majority(ctx, MajorityParams(n=8, early_stop=rule))  # type: ignore[arg-type]
-    assert ctx.stages == [("warmup", 4, False), ("sample", 4, True)]
+    result = await majority(ctx, MajorityParams(n=8, early_stop=rule))
+    assert [(c.stage, c.n, c.watch is not None) for c in ctx.calls] == [("warmup", 4, False), ("sample", 4, True)]
     stop = result.selection["early_stop"]
     assert stop["threshold"] == pytest.approx((6.003333 + 3.5 / 3) / 2, abs=1e-4)
     assert stop["stopped"] == [{"index": 4, "tokens": 8}, {"index": 6, "tokens": 8}]
@@ -183,48 +132,41 @@ async def test_deepconf_online_aborts_traces_that_fall_below_the_warmup_threshol
     assert [e["index"] for e in ctx.events if e["type"] == "early_stop"] == [4, 6]
 
 
-class Probed:
+PROMPT = [1, 2, 3]
+SUFFIX = encode(PROBE)
+
+
+def probed(lengths: list[int], texts: list[str], replies: dict[tuple[int, int], str], answers: AnswerGrouper) -> FakeContext:
     """Rollouts stream a token at a time, yielding to the loop between tokens as the engine's output does, so probes
     launched by the watch run beside them. Token ids say which rollout and position they are (1000·(i+1) + k), and a
     probe's reply is scripted by the rollout and the position it was asked at."""
 
-    PROMPT = [1, 2, 3]
-    SUFFIX = [99]
-
-    def __init__(self, lengths: list[int], texts: list[str], replies: dict[tuple[int, int], str], answers: AnswerGrouper) -> None:
-        self.lengths, self.texts, self.replies = lengths, texts, replies
-        self.task = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=64)
-        self.vocab_size = 100
-        self.answers = answers
-        self.events: list[dict[str, Any]] = []
-        self.probe_prompts: list[list[int]] = []
-        self.exhausted = None
-
-    async def tokens(self, *, text: str | None = None, **kwargs: Any) -> list[int]:
-        return list(self.SUFFIX) if text is not None else list(self.PROMPT)
-
-    async def generate(self, n: int, *, watch: Any = None, stage: str = "sample", prompt: list[int] | None = None, **kwargs: Any) -> list[Rollout]:
-        if stage == "probe":
-            assert prompt is not None
-            self.probe_prompts.append(prompt)
-            prefix = prompt[len(self.PROMPT) : -len(self.SUFFIX)]
+    async def reply(call: Call) -> list[Rollout]:
+        if call.stage == "probe":
+            assert call.prompt is not None
+            prefix = call.prompt[len(PROMPT) : -len(SUFFIX)]
             rollout, at = prefix[0] // 1000 - 1, len(prefix)
-            return [Rollout(0, self.replies.get((rollout, at), "7}"), [5, 5], [], "stop")]
-        assert watch is not None and n == len(self.lengths)
+            return [Rollout(0, replies.get((rollout, at), "7}"), [5, 5], [], "stop")]
+        watch = call.watch
+        assert watch is not None and call.n == len(lengths)
 
         async def stream(i: int) -> Rollout:
             ids: list[int] = []
-            for k in range(self.lengths[i]):
+            for k in range(lengths[i]):
                 await asyncio.sleep(0.005)
                 ids.append(1000 * (i + 1) + k)
-                if reason := watch(i, SimpleNamespace(text=self.texts[i], token_ids=ids, logprobs=[])):
-                    return Rollout(i, self.texts[i][:10], list(ids), [], reason)
-            return Rollout(i, self.texts[i], ids, [], "stop")
+                if reason := watch(i, Partial(texts[i], ids, [])):
+                    return Rollout(i, texts[i][:10], list(ids), [], reason)
+            return Rollout(i, texts[i], ids, [], "stop")
 
-        return list(await asyncio.gather(*(stream(i) for i in range(n))))
+        return list(await asyncio.gather(*(stream(i) for i in range(call.n))))
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    task = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=64)
+    return FakeContext(replies=reply, task=task, prompt=PROMPT, answers=answers)
+
+
+def probe_prompts(ctx: FakeContext) -> list[list[int]]:
+    return [c.prompt for c in ctx.calls if c.stage == "probe" and c.prompt is not None]
 
 
 async def test_probes_stop_a_rollout_once_consecutive_answers_agree_and_none_hedges(answers: AnswerGrouper) -> None:
@@ -245,8 +187,8 @@ async def test_probes_stop_a_rollout_once_consecutive_answers_agree_and_none_hed
         (2, 24): "6}",
         (2, 28): "5",
     }
-    ctx = Probed([80, 80, 30], ["It is 4.", "It is 4.", "It is 5."], replies, answers)
-    result = await majority(ctx, MajorityParams(n=3, early_stop=ProbeStop(every=4, agree=3)))  # type: ignore[arg-type]
+    ctx = probed([80, 80, 30], ["It is 4.", "It is 4.", "It is 5."], replies, answers)
+    result = await majority(ctx, MajorityParams(n=3, early_stop=ProbeStop(every=4, agree=3)))
     by_index = {c.index: c for c in result.candidates}
     assert by_index[0].rollout.finish_reason == by_index[1].rollout.finish_reason == ANSWERED
     assert 12 <= len(by_index[0].rollout.token_ids) < 80 and 20 <= len(by_index[1].rollout.token_ids) < 80
@@ -259,47 +201,37 @@ async def test_probes_stop_a_rollout_once_consecutive_answers_agree_and_none_hed
     assert report[2]["probes"][-1] == {"at": 28, "answer": None, "hedged": True}  # an unclosed box is no answer
     assert stop["saved_tokens"] == sum(30 - len(by_index[i].rollout.token_ids) for i in (0, 1) if len(by_index[i].rollout.token_ids) < 30)
     assert result.chosen is not None and result.chosen.answer == "4" and result.selection["tally"][0]["votes"] == 2
-    assert all(p[: len(Probed.PROMPT)] == Probed.PROMPT and p[-1:] == Probed.SUFFIX for p in ctx.probe_prompts)
+    assert all(p[: len(PROMPT)] == PROMPT and p[-len(SUFFIX) :] == SUFFIX for p in probe_prompts(ctx))
     assert {e["index"] for e in ctx.events if e["type"] == "early_stop"} == {0, 1}
 
 
 async def test_probes_that_never_agree_let_every_rollout_run_to_its_end(answers: AnswerGrouper) -> None:
     replies = {(i, at): f"{at}}}" for i in range(2) for at in range(4, 40, 4)}
-    ctx = Probed([40, 40], ["It is 4.", "It is 4."], replies, answers)
-    result = await best_of_n(ctx, BestOfNParams(n=2, early_stop=ProbeStop(every=4, agree=2)))  # type: ignore[arg-type]
+    ctx = probed([40, 40], ["It is 4.", "It is 4."], replies, answers)
+    result = await best_of_n(ctx, BestOfNParams(n=2, early_stop=ProbeStop(every=4, agree=2)))
     assert [c.rollout.finish_reason for c in result.candidates] == ["stop", "stop"]
     assert result.selection["early_stop"]["stopped"] == [] and result.selection["early_stop"]["saved_tokens"] == 0
-    assert len(ctx.probe_prompts) == 2 * 10
+    assert len(probe_prompts(ctx)) == 2 * 10
 
 
-class Composing:
+def composing(answers_by_run: list[str | None], answers: AnswerGrouper) -> FakeContext:
     """`run` answers each composed run with the next scripted answer, as a strategy's chosen candidate."""
+    script = list(answers_by_run)
 
-    def __init__(self, answers_by_run: list[str | None], answers: AnswerGrouper) -> None:
-        self.script = list(answers_by_run)
-        self.task = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
-        self.vocab_size = 100
-        self.answers = answers
-        self.exhausted = None
-        self.ran: list[Any] = []
-        self.events: list[dict[str, Any]] = []
-
-    async def run(self, params: Any) -> StrategyResult:
-        self.ran.append(params)
-        answer = self.script.pop(0)
+    def run(params: Any) -> StrategyResult:
+        answer = script.pop(0)
         if answer is None:
             return StrategyResult([], None, {"method": params.name})
         inner = Candidate(Rollout(3, f"The answer is {answer}.", [1, 2], [], "stop"), answer=answer)
         return StrategyResult([inner], inner, {"method": params.name, "inner": True})
 
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    return FakeContext(runs=run, answers=answers)
 
 
 async def test_a_composed_majority_votes_over_whole_runs_of_the_inner_strategy(answers: AnswerGrouper) -> None:
     inner = ATTSParams(samples=2, turns=2)
-    ctx = Composing(["4", "5", "4.0", None, "4"], answers)
-    result = await majority(ctx, MajorityParams(n=5, rollout=inner))  # type: ignore[arg-type]
+    ctx = composing(["4", "5", "4.0", None, "4"], answers)
+    result = await majority(ctx, MajorityParams(n=5, rollout=inner))
     assert ctx.ran == [inner] * 5
     assert result.chosen is not None and result.chosen.answer in ("4", "4.0") and result.selection["tally"][0]["votes"] == 3
     assert [c.index for c in result.candidates] == [0, 1, 2, 3, 4] and result.candidates[3].rollout.cut_short
@@ -309,9 +241,9 @@ async def test_a_composed_majority_votes_over_whole_runs_of_the_inner_strategy(a
 
 
 async def test_adaptive_stopping_composes_with_strategy_rollouts(answers: AnswerGrouper) -> None:
-    ctx = Composing(["4"] * 12, answers)
+    ctx = composing(["4"] * 12, answers)
     rule = AdaptiveStop(batch=2, max_n=12, confidence=0.8)
-    result = await majority(ctx, MajorityParams(rollout=MajorityParams(n=2), early_stop=rule))  # type: ignore[arg-type]
+    result = await majority(ctx, MajorityParams(rollout=MajorityParams(n=2), early_stop=rule))
     assert len(ctx.ran) == 2 and result.selection["early_stop"]["stopped"] == "confident"
 
 

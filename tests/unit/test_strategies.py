@@ -4,7 +4,7 @@ real verifiers: math-verify grouping and the code sandbox."""
 from __future__ import annotations
 
 import math
-from typing import Any, get_args
+from typing import get_args
 
 import pytest
 
@@ -14,6 +14,7 @@ from strategies.best_of_n import BestOfNParams, best_of_n, check
 from strategies.majority import MajorityParams, majority
 from strategies.names import STRATEGY_NAMES
 from strategies.registry import STRATEGIES, StrategyParams, default_params
+from tests.unit.fakes import FakeContext
 from verifiers.answers import AnswerGrouper
 from verifiers.sandbox import Sandbox, SandboxLimits
 
@@ -22,31 +23,15 @@ def tokens(p: float, k: int = 3) -> list[TokenLogprob]:
     return [TokenLogprob("t", math.log(p), (("t", math.log(p)),))] * k
 
 
-class ScriptedContext:
-    def __init__(
-        self, texts: list[str], probs: list[float] | None = None, task: Task | None = None, answers: AnswerGrouper | None = None, sandbox: Sandbox | None = None
-    ) -> None:
-        self.texts = texts
-        self.probs = probs or [0.5] * len(texts)
-        self.task = task or Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
-        self.vocab_size = 100
-        self.answers = answers  # type: ignore[assignment]
-        self.sandbox = sandbox  # type: ignore[assignment]
-        self.calls: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
-
-    async def generate(self, n: int, **kwargs: Any) -> list[Rollout]:
-        self.calls.append({"n": n, **kwargs})
-        return [Rollout(i, t, [1, 2, 3], tokens(p), "stop") for i, (t, p) in enumerate(zip(self.texts[:n], self.probs, strict=False))]
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+def sampled(texts: list[str], probs: list[float] | None = None) -> list[Rollout]:
+    """Samples of three tokens each, every token of probability `probs[i]`."""
+    return [Rollout(0, t, [1, 2, 3], tokens(p), "stop") for t, p in zip(texts, probs or [0.5] * len(texts), strict=True)]
 
 
 async def test_majority_groups_equivalent_answers(answers: AnswerGrouper) -> None:
-    ctx = ScriptedContext(["The answer is 0.5", "so \\boxed{\\frac{1}{2}}", "Answer: 3", "It is 1/2."], answers=answers)
-    result = await majority(ctx, MajorityParams(n=4))  # type: ignore[arg-type]
-    assert ctx.calls[0]["n"] == 4 and ctx.calls[0]["temperature"] == 0.8 and ctx.calls[0]["logprobs"] == 0
+    ctx = FakeContext(sampled(["The answer is 0.5", "so \\boxed{\\frac{1}{2}}", "Answer: 3", "It is 1/2."]), answers=answers)
+    result = await majority(ctx, MajorityParams(n=4))
+    assert ctx.calls[0].n == 4 and ctx.calls[0].temperature == 0.8 and ctx.calls[0].logprobs == 0
     assert result.chosen is not None and result.chosen.group == result.selection["winner"]
     assert result.selection["tally"][0]["votes"] == 3
     assert result.chosen.index in (0, 1, 3)
@@ -55,22 +40,22 @@ async def test_majority_groups_equivalent_answers(answers: AnswerGrouper) -> Non
 
 async def test_majority_uses_the_request_temperature_and_score_weights(answers: AnswerGrouper) -> None:
     task = Task(text="q", verifier=VerifierSpec(), temperature=0.4, top_p=0.9, max_tokens=None)
-    ctx = ScriptedContext(["Answer: 7", "Answer: 8", "Answer: 8"], probs=[0.95, 0.2, 0.2], task=task, answers=answers)
-    result = await majority(ctx, MajorityParams(n=3, weight="logprob"))  # type: ignore[arg-type]
-    assert ctx.calls[0]["temperature"] == 0.4 and ctx.calls[0]["top_p"] == 0.9
+    ctx = FakeContext(sampled(["Answer: 7", "Answer: 8", "Answer: 8"], [0.95, 0.2, 0.2]), task=task, answers=answers)
+    result = await majority(ctx, MajorityParams(n=3, weight="logprob"))
+    assert ctx.calls[0].temperature == 0.4 and ctx.calls[0].top_p == 0.9
     assert result.chosen is not None and result.chosen.answer == "7"
 
 
 async def test_best_of_n_by_logprob_reports_alternatives() -> None:
-    ctx = ScriptedContext(["a", "b", "c"], probs=[0.2, 0.9, 0.5])
-    result = await best_of_n(ctx, BestOfNParams(n=3, select="logprob"))  # type: ignore[arg-type]
+    ctx = FakeContext(sampled(["a", "b", "c"], [0.2, 0.9, 0.5]))
+    result = await best_of_n(ctx, BestOfNParams(n=3, select="logprob"))
     assert result.chosen is not None and result.chosen.index == 1
     assert result.selection["alternatives"]["logprob"] == 1
 
 
 async def test_best_of_n_weighted_majority(answers: AnswerGrouper) -> None:
-    ctx = ScriptedContext(["Answer: 1", "Answer: 2", "Answer: 2"], probs=[0.9, 0.3, 0.3], answers=answers)
-    result = await best_of_n(ctx, BestOfNParams(n=3, select="weighted_majority", score="logprob"))  # type: ignore[arg-type]
+    ctx = FakeContext(sampled(["Answer: 1", "Answer: 2", "Answer: 2"], [0.9, 0.3, 0.3]), answers=answers)
+    result = await best_of_n(ctx, BestOfNParams(n=3, select="weighted_majority", score="logprob"))
     assert result.chosen is not None and result.chosen.answer == "1"
     assert result.selection["weight"] == "logprob"
 
@@ -92,8 +77,8 @@ async def test_best_of_n_code_tests_picks_the_passing_program() -> None:
         "```python\ndef add(a, b):\n    return a + b\n```",
         "```python\nwhile True: pass\n```",
     ]
-    ctx = ScriptedContext(replies, probs=[0.99, 0.1, 0.5], task=task, sandbox=Sandbox(SandboxLimits(wall_s=3, cpu_s=2)))
-    result = await best_of_n(ctx, BestOfNParams(n=3, select="code_tests"))  # type: ignore[arg-type]
+    ctx = FakeContext(sampled(replies, [0.99, 0.1, 0.5]), task=task, sandbox=Sandbox(SandboxLimits(wall_s=3, cpu_s=2)))
+    result = await best_of_n(ctx, BestOfNParams(n=3, select="code_tests"))
     assert result.chosen is not None and result.chosen.index == 1
     reports = {c.index: c.tests for c in result.candidates}
     assert reports[1] is not None and reports[1].passed == reports[1].total == 2
