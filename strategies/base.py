@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from compute.allocator import Observation
+from compute.accuracy import Observation
 from compute.cost_model import HardwareProfile, ModelShape
 from compute.protocol import TokenLogprob
 from verifiers.code import TestCase, TestReport

@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compute.allocator import CPU_BLOCK_SIZE, AccuracyTable, BudgetTooSmall, Considered, Plan, allocate
+from compute.accuracy import AccuracyTable
+from compute.allocator import CPU_BLOCK_SIZE, BudgetTooSmall, Considered, Plan, allocate
 from compute.cost_model import realised_cost, request_cost
 from strategies.base import Context, Planning, StrategyInputError, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, Select

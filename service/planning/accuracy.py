@@ -24,7 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compute.allocator import SHORT_CAPS, Observation
+from compute.accuracy import Observation
+from compute.allocator import SHORT_CAPS
 from service.state.ledger import Ledger, LedgerRecord
 from service.state.results import BENCHMARKS
 

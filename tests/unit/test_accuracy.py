@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compute.allocator import Observation
+from compute.accuracy import Observation
 from service.planning.accuracy import evidence, family_of, observation
 from service.state.ledger import LedgerRecord
 

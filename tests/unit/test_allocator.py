@@ -6,13 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compute.accuracy import AccuracyTable, Cell, Observation, Prior
 from compute.allocator import (
     CPU_BLOCK_SIZE,
-    AccuracyTable,
     BudgetTooSmall,
-    Cell,
-    Observation,
-    Prior,
     allocate,
     candidates,
     expected_length,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from compute.allocator import Observation
+from compute.accuracy import Observation
 from compute.cost_model import H100, HardwareProfile, ModelShape, realised_cost, request_cost
 from strategies.base import Candidate, Planning, Rollout, StrategyInputError, StrategyResult
 from strategies.best_of_n import BestOfNParams
