@@ -21,7 +21,8 @@ from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import document_requests
 from service.api.presets import load_presets
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
-from service.api.serving import OutputFormat, read_request, resolve_model, serve
+from service.api.rendering import OutputFormat
+from service.api.serving import read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
 from service.api.tools import tool_use
 from service.dashboard import routes as dashboard

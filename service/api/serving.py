@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -16,15 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sse_starlette import EventSourceResponse
 
-from compute.protocol import CompletionDelta, EngineRequestError, SamplingSpec, TokenLogprob
+from compute.protocol import EngineRequestError, SamplingSpec
 from service.api.errors import APIError, error_body, from_validation_error
 from service.api.presets import Preset
 from service.api.protocol import Budget as BudgetRequest
 from service.api.protocol import ChatCompletionRequest, RequestBody
-from service.api.tools import ToolUse
+from service.api.rendering import OutputFormat
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
-from service.execution.generation import Completion, MeteredRun
+from service.execution.generation import MeteredRun
 from service.execution.models import ServedModel
 from service.execution.pricing import Priced, Pricing
 from service.settings import Settings
@@ -199,86 +199,6 @@ def logit_bias(body: RequestBody, vocab_size: int) -> tuple[tuple[int, float], .
     if unknown:
         raise APIError(400, f"logit_bias names token ids outside the vocabulary (size {vocab_size}): {unknown[:5]}", param="logit_bias", code="invalid_value")
     return bias
-
-
-@dataclass
-class OutputFormat:
-    """How one endpoint renders completions: `chat.completion` messages or `text_completion` text. With tools, a
-    chat completion's text is read for tool calls before it is rendered."""
-
-    chat: bool
-    tools: ToolUse | None = None
-    tokenizer: Any = None
-
-    @property
-    def object(self) -> str:
-        return "chat.completion" if self.chat else "text_completion"
-
-    @property
-    def chunk_object(self) -> str:
-        return "chat.completion.chunk" if self.chat else "text_completion"
-
-    @property
-    def id_prefix(self) -> str:
-        return "chatcmpl-" if self.chat else "cmpl-"
-
-    def choice(self, completion: Completion, with_logprobs: bool) -> dict[str, Any]:
-        logprobs = self.logprobs(completion.logprobs, 0) if with_logprobs else None
-        if self.chat and self.tools is not None:
-            calls = self.tools.calls(completion.text, self.tokenizer)
-            message: dict[str, Any] = {"role": "assistant", "content": calls.content}
-            if calls.tool_calls:
-                message["tool_calls"] = calls.tool_calls
-            return {"index": completion.index, "message": message, "logprobs": logprobs, "finish_reason": calls.finish_reason(completion.finish_reason)}
-        if self.chat:
-            return {
-                "index": completion.index,
-                "message": {"role": "assistant", "content": completion.text},
-                "logprobs": logprobs,
-                "finish_reason": completion.finish_reason,
-            }
-        return {"index": completion.index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
-
-    def tool_call_choice(self, completion: Completion) -> dict[str, Any]:
-        """A streamed completion's tool calls, sent whole once the completion ends (a call is only known to be one
-        once it parses)."""
-        assert self.tools is not None
-        calls = self.tools.calls(completion.text, self.tokenizer)
-        delta: dict[str, Any] = {"content": calls.content} if calls.content else {}
-        if calls.tool_calls:
-            delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls.tool_calls)]
-        return {"index": completion.index, "delta": delta, "logprobs": None, "finish_reason": calls.finish_reason(completion.finish_reason)}
-
-    def delta_choice(self, delta: CompletionDelta, offset: int, first: bool, with_logprobs: bool) -> dict[str, Any]:
-        logprobs = self.logprobs(delta.logprobs or [], offset) if with_logprobs and delta.logprobs else None
-        if self.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": delta.text} if first else ({"content": delta.text} if delta.text else {})
-            return {"index": delta.index, "delta": message, "logprobs": logprobs, "finish_reason": delta.finish_reason}
-        return {"index": delta.index, "text": delta.text, "logprobs": logprobs, "finish_reason": delta.finish_reason}
-
-    def logprobs(self, tokens: list[TokenLogprob], text_offset: int) -> dict[str, Any]:
-        if self.chat:
-            return {
-                "content": [
-                    {
-                        "token": t.token,
-                        "logprob": t.logprob,
-                        "bytes": list(t.token.encode()),
-                        "top_logprobs": [{"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top],
-                    }
-                    for t in tokens
-                ]
-            }
-        offsets, position = [], text_offset
-        for t in tokens:
-            offsets.append(position)
-            position += len(t.token)
-        return {
-            "tokens": [t.token for t in tokens],
-            "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) for t in tokens],
-            "text_offset": offsets,
-        }
 
 
 async def serve(

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.api.errors import APIError
 from service.api.protocol import RequestBody
-from service.api.serving import NON_STREAM_FLUSH_S, OutputFormat, event_stream, open_budget, sampling_for, stream_error, until_disconnected
+from service.api.rendering import OutputFormat
+from service.api.serving import NON_STREAM_FLUSH_S, event_stream, open_budget, sampling_for, stream_error, until_disconnected
 from service.engines.pool import EngineUnavailable
 from service.execution.context import RequestContext
 from service.execution.generation import Completion
