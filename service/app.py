@@ -30,11 +30,11 @@ from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.execution.models import ServedModel, build_served_model
 from service.execution.pricing import Pricing, hardware_profile
 from service.planning.accuracy import AccuracyBook
+from service.planning.evidence import ReferenceRuns
 from service.planning.hardware import host_info
 from service.settings import Settings
 from service.state import store
 from service.state.ledger import Ledger
-from service.state.results import installed_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = store.connect(settings.redis_url)
         app.state.ledger = Ledger(app.state.redis, settings.ledger)
         app.state.quotas = Quotas(app.state.redis, settings.quota)
-        app.state.accuracy = AccuracyBook(app.state.ledger, settings.results_dir or installed_results_dir())
+        app.state.references = ReferenceRuns(app.state.redis, settings.results_dir)
+        app.state.accuracy = AccuracyBook(app.state.ledger, app.state.references)
         app.state.answers, app.state.sandbox = verifier_services(settings)
         app.state.pricing = Pricing(await hardware_profile(settings.hardware, settings.state_path, settings.hardware_price_per_hour))
         await asyncio.to_thread(init_ray, settings)

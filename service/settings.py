@@ -122,7 +122,10 @@ class Settings(BaseSettings):
     request_retries: int = Field(1, ge=0, le=3, description="retries of an engine call whose replica died")
     sandbox: SandboxLimits = Field(default_factory=SandboxLimits, description="limits of the code verifier's sandbox")
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="the request ledger in Redis (PONDER_LEDGER__*)")
-    results_dir: Path | None = Field(None, description="benchmark results the dashboard shows (default: the installed bench package's results/)")
+    results_dir: Path | None = Field(
+        None,
+        description="a folder of benchmark result files (<benchmark>-<family>-<time>.json) the planner learns from and the dashboard shows, beside the runs shipped with the package and those imported into Redis",
+    )
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings, description="ATTS's calibration pools (PONDER_CALIBRATION__*)")
     cache_ttl_s: PositiveInt = Field(24 * 3600, description="how long the strategies' shared results (summaries, votes) live in Redis")
     default_max_tokens: PositiveInt = Field(1024, description="a sample's token cap when neither the request nor the model's defaults give one")

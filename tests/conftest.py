@@ -38,7 +38,18 @@ def free_port() -> int:
 
 
 # Test files that write to the real Redis server each get a database of their own, emptied before and after.
-DATABASES = {"schema": 6, "auth_e2e": 7, "multinode": 8, "faults": 9, "auth": 10, "dashboard_page": 11, "dashboard_data": 12, "ledger": 13, "atts": 14}
+DATABASES = {
+    "schema": 6,
+    "auth_e2e": 7,
+    "multinode": 8,
+    "faults": 9,
+    "auth": 10,
+    "dashboard_page": 11,
+    "dashboard_data": 12,
+    "ledger": 13,
+    "atts": 14,
+    "evidence": 5,
+}
 
 
 def database_url(redis_url: str, name: str) -> str:

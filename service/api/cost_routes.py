@@ -1,6 +1,8 @@
 """`GET /v1/cost-model`: the plan a budget buys for a served model, explained: the model's shape and the hardware
 profile the cost model prices with, the budget in eFLOPs, every configuration weighed with its predicted cost and
-accuracy, the choice, and why. The same planning a `kinetics` request runs, without running anything."""
+accuracy, the choice, and why, with the evidence the accuracies came from (which benchmark runs, shipped, imported or
+in the results directory, and how many ledger records). The same planning a `kinetics` request runs, without running
+anything."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from pydantic import Field
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
 from service.api.serving import parse, query_fields
-from service.execution.context import planning_for
+from service.execution.context import planning_with
 from service.execution.models import ServedModel
 from service.execution.pricing import Pricing
+from service.planning.accuracy import AccuracyBook, Evidence
 from strategies.base import StrategyInputError
 from strategies.kinetics import ComputeBudget, best_considered, considered_report, plan_for, plan_report
 
@@ -48,9 +51,9 @@ async def cost_model(request: Request) -> dict[str, Any]:
             code="context_length_exceeded",
         )
     pricing: Pricing = request.app.state.pricing
-    planning = await planning_for(
-        served, models, pricing.hardware, request.app.state.accuracy, query.prompt_tokens, min(query.max_tokens or room, room), query.family
-    )
+    accuracy: AccuracyBook | None = request.app.state.accuracy
+    known = await accuracy.evidence(served.spec.name, query.family) if accuracy is not None else Evidence([], [])
+    planning = planning_with(known, served, models, pricing.hardware, query.prompt_tokens, min(query.max_tokens or room, room))
     budget = parse(ComputeBudget, {query.unit: int(query.budget) if query.unit == "tokens" else query.budget})
     try:
         plan, considered, eflops = plan_for(planning, budget, query.sparse)
@@ -65,7 +68,7 @@ async def cost_model(request: Request) -> dict[str, Any]:
         "budget": {"unit": query.unit, "value": query.budget, "eflops": eflops, "seconds": pricing.hardware.seconds(eflops)},
         "prompt_tokens": query.prompt_tokens,
         "sparse_replicas": planning.sparse,
-        "evidence": {"observations": len(planning.observations), "lengths": len(planning.lengths), "family": query.family},
+        "evidence": {"observations": len(planning.observations), "lengths": len(planning.lengths), "family": query.family, **known.sources()},
         "plan": plan_report(plan),
         "considered": [considered_report(c) for c in best_considered(considered, len(considered))],
     }

@@ -1,10 +1,12 @@
-"""`ponder serve`, `prepare-model`, `calibrate` and `profile-hardware`."""
+"""`ponder serve`, `prepare-model`, `calibrate`, `profile-hardware` and `import-results`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+import sys
+from pathlib import Path
 
 from service.logs import configure_logging
 from service.settings import Settings
@@ -36,7 +38,14 @@ def main(argv: list[str] | None = None) -> None:
     calibrate.add_argument("--concurrency", type=int, default=2)
     profile = sub.add_parser("profile-hardware", help="measure this host's FLOP/s and memory bandwidth for the cost model and save the profile")
     profile.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="default: the engine's dtype on this CPU")
+    imports = sub.add_parser("import-results", help="load benchmark result files into Redis, for every gateway on it to plan from and show")
+    imports.add_argument("files", nargs="*", type=Path, metavar="FILE", help="result files named <benchmark>-<family>-<time>.json, as bench/ writes them")
+    imports.add_argument("--dry-run", action="store_true", help="check the files and say what they hold; write nothing")
+    imports.add_argument("--list", action="store_true", help="list the runs imported")
+    imports.add_argument("--remove", nargs="+", default=[], metavar="RUN", help="take these runs out again")
     args = parser.parse_args(argv)
+    if args.command == "import-results" and sum((bool(args.files), args.list, bool(args.remove))) != 1:
+        imports.error("give result files, --list or --remove RUN...")
 
     overrides = {
         k: v
@@ -72,6 +81,18 @@ def main(argv: list[str] | None = None) -> None:
         }
         done = asyncio.run(run_calibration(args.base_url, args.api_key, args.model, args.suite, args.problems, strategy, args.draft_tokens, args.concurrency))
         print(json.dumps(done))
+    elif args.command == "import-results":
+        import asyncio
+        import json
+
+        from service.cli.import_results import ImportFailed, run
+
+        try:
+            done = asyncio.run(run(settings.redis_url, args.files, dry_run=args.dry_run, listing=args.list, remove=args.remove))
+        except ImportFailed as exc:
+            print(f"ponder import-results: {exc}", file=sys.stderr)
+            raise SystemExit(1) from exc
+        print(json.dumps(done, indent=2))
     elif args.command == "profile-hardware":
         import json
 

@@ -2,20 +2,20 @@
 JSON it is drawn from (tests and scripts call it too).
 
 The data joins two sources that share the ledger's record shape: served traffic (the ledger in Redis, read for the
-time window asked) and benchmark runs (every `accuracy-*.json` under the results directory, read with
-`bench_records` and re-read only when a file changes). The time window bounds served traffic only: a benchmark run
-is a reference measured once, so its points stay on the chart whatever the window; model and strategy filter both.
+time window asked) and benchmark runs (those shipped with the package, those imported into Redis with
+`ponder import-results`, and the files in `PONDER_RESULTS_DIR`: service/planning/evidence.py). The time window
+bounds served traffic only: a benchmark run is a reference measured once, so its points stay on the chart whatever
+the window; model and strategy filter both.
 
 Accuracy is over the records whose correctness is known (graded against a reference, or marked through
-`POST /v1/feedback`); tokens are over every served record of the setting. The Pareto front (most accurate for the
-fewest mean generated tokens) is drawn within each population whose points are comparable: each benchmark run
-(every setting answered the same problems) and served traffic as a whole. The page is offline: plotly.js comes
-from the installed `plotly` package, nothing from a CDN.
+`POST /v1/feedback`); tokens are over every served record of the setting. Points are grouped by task family, each
+family with its own panel and Pareto front (most accurate for the fewest mean generated tokens), since accuracies
+of different kinds of task are not on one scale (service/dashboard/points.py). The page is offline: plotly.js
+comes from the installed `plotly` package, nothing from a CDN.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import math
@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -35,9 +34,9 @@ from redis.exceptions import RedisError
 from service.api.errors import APIError
 from service.api.protocol import StrictModel
 from service.api.serving import parse, query_fields
-from service.settings import Settings
+from service.dashboard.points import Point, accuracy_points, families, fronts
+from service.planning.evidence import ORIGINS, ReferenceRuns, Run
 from service.state.ledger import Ledger, LedgerRecord, Outcome
-from service.state.results import BENCHMARKS, installed_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,6 @@ MAX_SINCE = 1e10
 """Epoch seconds (year 2286): a larger `since` is a unit mistake (milliseconds), not a time."""
 MAX_WINDOW_S = 366 * 86400.0
 OUTCOMES: tuple[Outcome, ...] = ("served", "failed", "cancelled")
-SERVED_POPULATION = "request"
 
 
 class DashboardQuery(StrictModel):
@@ -65,26 +63,6 @@ class DashboardQuery(StrictModel):
     strategy: str | None = Field(None, max_length=64)
     since: float | None = Field(None, ge=0, le=MAX_SINCE, allow_inf_nan=False)
     window: float | None = Field(None, gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)
-
-
-class Point(BaseModel):
-    """One strategy setting of one population on the cost-accuracy chart."""
-
-    id: str
-    population: str
-    source: Literal["request", "benchmark"]
-    run: str | None
-    model: str | None
-    strategy: str
-    setting: str
-    requests: int
-    known: int = Field(description="requests whose correctness is known")
-    correct: int
-    accuracy: float | None
-    stderr: float | None
-    mean_completion_tokens: float
-    mean_total_tokens: float
-    pareto: bool = False
 
 
 class Percentiles(BaseModel):
@@ -134,8 +112,10 @@ class DashboardData(BaseModel):
     scanned: int = Field(description="served records read from the ledger for the window")
     truncated: bool = Field(description="the window held more than SCAN_LIMIT records; the oldest were not read")
     benchmark_runs: list[str]
+    sources: dict[str, list[str]] = Field(description="the benchmark runs by where they came from: shipped, imported, results_dir")
+    families: list[str] = Field(description="the task families of the points, in the order the page draws their panels")
     points: list[Point]
-    pareto: dict[str, list[str]] = Field(description="per population, the ids of its front's points by mean generated tokens")
+    pareto: dict[str, list[str]] = Field(description="per family, the ids of its front's points by mean generated tokens")
     latency: list[Latency]
     volume: Volume
     recent: list[RecentRow]
@@ -156,58 +136,6 @@ def percentiles(values: Iterable[float]) -> Percentiles | None:
         return None
     p50, p95, p99 = np.percentile(observed, [50, 95, 99])
     return Percentiles(requests=len(observed), p50=round(float(p50), 4), p95=round(float(p95), 4), p99=round(float(p99), 4))
-
-
-def population(record: LedgerRecord) -> str:
-    return f"benchmark:{record.run}" if record.source == "benchmark" else SERVED_POPULATION
-
-
-def accuracy_points(records: Iterable[LedgerRecord]) -> list[Point]:
-    """One point per (population, model, setting), over served records only: a failed or cancelled request has no
-    answer to be right about, and its tokens are counted in the volume chart instead."""
-    groups: dict[tuple[str, str | None, str], list[LedgerRecord]] = defaultdict(list)
-    for r in records:
-        if r.outcome == "served":
-            groups[(population(r), r.model, r.setting)].append(r)
-    points = []
-    for (pop, model, setting), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or "", g[0][2])):
-        known = [r.correct for r in members if r.correct is not None]
-        right = sum(known)
-        accuracy = right / len(known) if known else None
-        first = members[0]
-        points.append(
-            Point(
-                id=f"{pop}|{model or ''}|{setting}",
-                population=pop,
-                source=first.source,
-                run=first.run,
-                model=model,
-                strategy=first.strategy,
-                setting=setting,
-                requests=len(members),
-                known=len(known),
-                correct=right,
-                accuracy=round(accuracy, 6) if accuracy is not None else None,
-                stderr=round(math.sqrt(accuracy * (1 - accuracy) / len(known)), 6) if accuracy is not None else None,
-                mean_completion_tokens=round(sum(r.completion_tokens for r in members) / len(members), 3),
-                mean_total_tokens=round(sum(r.prompt_tokens + r.completion_tokens for r in members) / len(members), 3),
-            )
-        )
-    return points
-
-
-def pareto_front(points: Sequence[Point]) -> list[str]:
-    """The ids of the points no other point dominates (at least as accurate for no more mean generated tokens, and
-    strictly better in one), ordered by tokens. Points whose accuracy is unknown take no part."""
-    rated = [p for p in points if p.accuracy is not None]
-
-    def dominates(a: Point, b: Point) -> bool:
-        assert a.accuracy is not None and b.accuracy is not None
-        no_worse = a.accuracy >= b.accuracy and a.mean_completion_tokens <= b.mean_completion_tokens
-        return no_worse and (a.accuracy > b.accuracy or a.mean_completion_tokens < b.mean_completion_tokens)
-
-    front = [p for p in rated if not any(dominates(q, p) for q in rated)]
-    return [p.id for p in sorted(front, key=lambda p: (p.mean_completion_tokens, p.id))]
 
 
 def latency_by_strategy(records: Iterable[LedgerRecord]) -> list[Latency]:
@@ -262,17 +190,18 @@ def recent_row(r: LedgerRecord) -> RecentRow:
     )
 
 
-def summarize(served: Sequence[LedgerRecord], benchmarks: Sequence[LedgerRecord], query: DashboardQuery, since: float | None, now: float) -> DashboardData:
-    """`served` is the ledger's window newest first, as read; `benchmarks` every benchmark record."""
+def summarize(served: Sequence[LedgerRecord], runs: Sequence[Run], query: DashboardQuery, since: float | None, now: float) -> DashboardData:
+    """`served` is the ledger's window newest first, as read; `runs` every benchmark run known."""
 
     def wanted(r: LedgerRecord) -> bool:
         return (query.model is None or r.model == query.model) and (query.strategy is None or r.strategy == query.strategy)
 
+    benchmarks = [r for run in runs for r in run.records]
     traffic = [r for r in served if wanted(r)]
     reference = [r for r in benchmarks if wanted(r)]
-    points = accuracy_points([*traffic, *reference])
-    fronts = {pop: pareto_front([p for p in points if p.population == pop]) for pop in dict.fromkeys(p.population for p in points)}
-    on_front = {i for ids in fronts.values() for i in ids}
+    points = accuracy_points([*traffic, *reference], {run.name: run.origin for run in runs})
+    front = fronts(points)
+    on_front = {i for ids in front.values() for i in ids}
     truncated = len(served) >= SCAN_LIMIT
     # The volume axis starts where the data read starts: the window's start, or the oldest record read when the
     # window is open-ended or held more than was read.
@@ -283,9 +212,11 @@ def summarize(served: Sequence[LedgerRecord], benchmarks: Sequence[LedgerRecord]
         since=since,
         scanned=len(served),
         truncated=truncated,
-        benchmark_runs=sorted({r.run for r in benchmarks if r.run}),
+        benchmark_runs=[run.name for run in runs],
+        sources={origin: [run.name for run in runs if run.origin == origin] for origin in ORIGINS},
+        families=families(points),
         points=[p.model_copy(update={"pareto": p.id in on_front}) for p in points],
-        pareto={pop: ids for pop, ids in fronts.items() if ids},
+        pareto=front,
         latency=latency_by_strategy(traffic),
         volume=volume(traffic, start, now),
         recent=[recent_row(r) for r in traffic[:RECENT_ROWS]],
@@ -330,12 +261,11 @@ async def dashboard_asset(name: str) -> FileResponse:
 async def dashboard_data(request: Request) -> DashboardData:
     query = parse_query(request.query_params.multi_items())
     ledger: Ledger = request.app.state.ledger
-    settings: Settings = request.app.state.settings
+    references: ReferenceRuns = request.app.state.references
     now = time.time()
     since = query.since if query.since is not None else (now - query.window if query.window is not None else None)
     try:
         served = await ledger.recent(since=since, limit=SCAN_LIMIT)
     except (RedisError, OSError, TimeoutError) as exc:
         raise APIError(503, f"The ledger could not be read from Redis: {type(exc).__name__}: {exc}", code="ledger_unavailable") from exc
-    benchmarks = await asyncio.to_thread(BENCHMARKS.load, settings.results_dir or installed_results_dir())
-    return summarize(served, benchmarks, query, since, now)
+    return summarize(served, await references.load(), query, since, now)

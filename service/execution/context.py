@@ -271,9 +271,16 @@ async def planning_for(
     max_tokens: int,
     family: str,
 ) -> Planning:
-    """What Kinetics plans with, for a request or for `GET /v1/cost-model`: the sparse replicas are the served models
-    with the same weights and a KV budget."""
+    """What Kinetics plans with, for a request."""
     known = await accuracy.evidence(served.spec.name, family) if accuracy is not None else Evidence([], [])
+    return planning_with(known, served, models, hardware, prompt_tokens, max_tokens)
+
+
+def planning_with(
+    known: Evidence, served: ServedModel, models: Mapping[str, ServedModel], hardware: HardwareProfile, prompt_tokens: int, max_tokens: int
+) -> Planning:
+    """The plan's inputs from evidence already in hand (`GET /v1/cost-model` reports that evidence's sources too):
+    the sparse replicas are the served models with the same weights and a KV budget."""
     replicas = [m for m in models.values() if m.spec.source == served.spec.source and m.attention.kv_budget is not None]
     return Planning(
         shape=served.shape,

@@ -244,7 +244,8 @@ def _with_feedback(record: LedgerRecord, raw: str | bytes | None) -> LedgerRecor
 def bench_records(result: dict[str, Any], run: str) -> list[LedgerRecord]:
     """A benchmark result file (bench/results/accuracy-*.json) as ledger records: one per problem and row, with the
     row's strategy setting, the tokens the request cost and whether the row's answer was graded correct. The
-    `oracle` row (any candidate correct) is an upper bound no request returns, so it is not a record."""
+    `oracle` row (any candidate correct) is an upper bound no request returns, so it is not a record; nor is a
+    refused request (a budget too small to plan), which answered nothing."""
     model = result.get("model", {}).get("name")
     stamp = result.get("timestamp")
     when = datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else 0.0
@@ -259,6 +260,8 @@ def bench_records(result: dict[str, Any], run: str) -> list[LedgerRecord]:
                 params["select"] = row
             name = params.pop("name")
             for i, outcome in enumerate(config.get("outcomes", [])):
+                if outcome.get("refused"):
+                    continue
                 correct = outcome.get("correct", {}).get(row)
                 records.append(
                     LedgerRecord(

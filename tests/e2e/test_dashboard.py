@@ -1,11 +1,14 @@
 """The dashboard page in headless Chromium (Debian's `chromium`, driven by Playwright; scripts/install_browser.sh
 installs it): first over a light app — the dashboard and ledger routes over the real Redis, seeded with known
-traffic, and two benchmark result files — then over the real server after real requests and feedback. Each test
-saves a screenshot under its pytest tmp dir and prints the path."""
+traffic, the runs shipped with the package, two benchmark result files in a results directory and one run imported
+into Redis — then over the real server after real requests and feedback. Each test saves a screenshot under its
+pytest tmp dir and prints the path; the first also reads the screenshot's pixels, to see that every family's panel
+has its chart drawn."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import shutil
 import threading
 import time
@@ -15,18 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 from openai import AsyncOpenAI
+from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
 from service.state import store
+from service.state.imports import ImportedResults, ResultRun
+from service.state.results import read_result_file
 
 from ..conftest import ROOT, Server, database_url, free_port
 from ..unit.test_dashboard_data import BENCH_RUN, light_app, rid, seed, write_bench
 
 CHROMIUM = Path("/usr/bin/chromium")
 REAL_RUN = "accuracy-arithmetic-20261123T132821Z"
+IMPORTED_RUN = "accuracy-tiny-20261201T000000Z"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/install_browser.sh")
 
@@ -41,19 +49,24 @@ class LightServer:
 def light_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LightServer]:
     """uvicorn in a thread of this process, so the page has a real HTTP server and no engine is started."""
     db_url = database_url(redis_url, "dashboard_page")
-    results = tmp_path_factory.mktemp("results")
-    shutil.copy(ROOT / "bench" / "results" / f"{REAL_RUN}.json", results)
+    results, staging = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("imported")
+    shutil.copy(ROOT / "bench" / "results" / f"{REAL_RUN}.json", results)  # also shipped: the results directory's copy wins
     write_bench(results)
+    imported = staging / f"{IMPORTED_RUN}.json"
+    imported.write_text((results / f"{BENCH_RUN}.json").read_text())  # the same settings measured again
 
     async def reset(seeded: bool) -> dict[str, list[str]]:
         redis = store.connect(db_url)
         await redis.flushdb()
         ids = await seed(redis, time.time()) if seeded else {}
+        if seeded:
+            await ImportedResults(redis).put([ResultRun(*read_result_file(imported))])
         await redis.aclose()
         return ids
 
     ids = asyncio.run(reset(seeded=True))
-    server = uvicorn.Server(uvicorn.Config(light_app(db_url, results), host="127.0.0.1", port=free_port(), log_level="warning"))
+    app = light_app(db_url, results, shipped=True)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -91,10 +104,15 @@ class Dashboard:
         await self.page.wait_for_function(f"Number(document.body.dataset.renders) > {before}")
 
     async def traces(self, chart: str) -> list[dict[str, Any]]:
+        """The traces plotly drew in a chart: `#id`, or a family's panel by its name."""
+        selector = chart if chart.startswith("#") else f"#accuracy-panels .family[data-family='{chart}'] .chart"
         return await self.page.evaluate(
-            "(id) => document.getElementById(id).data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y), ids: t.customdata ? Array.from(t.customdata) : []}))",
-            chart,
+            "(selector) => document.querySelector(selector).data.map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y), ids: t.customdata ? Array.from(t.customdata) : []}))",
+            selector,
         )
+
+    async def families(self) -> list[str]:
+        return await self.page.evaluate("() => Array.from(document.querySelectorAll('#accuracy-panels .family')).map(p => p.dataset.family)")
 
     async def rows(self) -> list[dict[str, str]]:
         return await self.page.evaluate(
@@ -121,43 +139,66 @@ def named(traces: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(t for t in traces if t["name"] == name)
 
 
+def drawn_pixels(png: bytes) -> int:
+    """Pixels of a saturated colour: markers, error bars and the front's labels, not the white, grey and black of an
+    empty chart's paper, grid, axes and text."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
+
+
 async def test_the_page_draws_the_seeded_ledger_and_benchmarks(browser: Browser, light_server: LightServer, tmp_path: Path) -> None:
     dashboard = await open_dashboard(browser, light_server.url)
     page = dashboard.page
-    accuracy = await dashboard.traces("accuracy-chart")
-    assert [t["name"] for t in accuracy] == [
-        "served traffic",
-        "served traffic · Pareto front",
-        f"benchmark {REAL_RUN}",
-        f"benchmark {REAL_RUN} · Pareto front",
-        f"benchmark {BENCH_RUN}",
-        f"benchmark {BENCH_RUN} · Pareto front",
+    # One panel per task family: the shipped suites, the tiny run's family, and served traffic that named none.
+    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "default"]
+    tiny = await dashboard.traces("tiny")
+    assert [t["name"] for t in tiny] == ["majority n=4 T=0.4", "majority n=8 T=0.4", "plain T=0", "Pareto front"]
+    assert named(tiny, "majority n=4 T=0.4")["x"] == [40, 40]  # one series, a point from each run: results directory and imported
+    assert {i.split("|")[0] for i in named(tiny, "majority n=4 T=0.4")["ids"]} == {f"benchmark:{BENCH_RUN}", f"benchmark:{IMPORTED_RUN}"}
+    assert named(tiny, "Pareto front")["x"] == [10, 10, 40, 40]
+    served = await dashboard.traces("default")
+    assert [t["name"] for t in served] == ["majority n=4", "plain", "Pareto front"]  # best_of_n has no known answers
+    assert sorted(
+        zip(named(served, "plain")["x"] + named(served, "majority n=4")["x"], named(served, "plain")["y"] + named(served, "majority n=4")["y"], strict=True)
+    ) == [
+        (10, 0.5),
+        (66, 0.75),
     ]
-    served = named(accuracy, "served traffic")
-    assert sorted(zip(served["x"], served["y"], strict=True)) == [(10, 0.5), (66, 0.75)]  # best_of_n has no known answers
-    assert named(accuracy, f"benchmark {BENCH_RUN} · Pareto front")["x"] == [10, 40]
-    assert len(named(accuracy, f"benchmark {REAL_RUN}")["x"]) == 6
-    assert await page.locator("#accuracy-chart .scatterlayer .point").count() >= 2 + 6 + 3
+    arithmetic = await dashboard.traces("arithmetic")
+    series = [t["name"] for t in arithmetic]
+    assert {"plain T=0", "majority n=8 T=0.4", "majority n=16 T=0.8", "Pareto front"} <= set(series)
+    assert not any("accuracy-" in name or ".json" in name for name in series)  # named by setting, never by file
+    assert len(named(arithmetic, "majority n=8 T=0.4")["x"]) == 2  # the two arithmetic accuracy runs
+    humaneval = [t["name"] for t in await dashboard.traces("humaneval")]
+    assert "best_of_n n=8 T=0.8 score=self_certainty select=code_tests" in humaneval and "majority n=8 T=0.4" not in humaneval
     assert "best_of_n(n=2, select=logprob) on other (2 requests)" in (await page.locator("#unrated").text_content() or "")
-    assert [t["name"] for t in await dashboard.traces("latency-chart")] == ["latency p50", "latency p95", "latency p99", "time to first token p50"]
-    assert [t["name"] for t in await dashboard.traces("volume-chart")] == ["served", "failed", "cancelled"]
+    assert "1 imported" in (await page.locator("#status").text_content() or "")
+    assert [t["name"] for t in await dashboard.traces("#latency-chart")] == ["latency p50", "latency p95", "latency p99", "time to first token p50"]
+    assert [t["name"] for t in await dashboard.traces("#volume-chart")] == ["served", "failed", "cancelled"]
 
     rows = await dashboard.rows()
     assert [r["id"] for r in rows] == light_server.ids["all"]
     correct = {r["id"]: r["correct"] for r in rows}
     assert (correct[rid(0)], correct[rid(1)], correct[rid(2)], correct[rid(3)]) == ("true", "true", "false", "null")
     await dashboard.screenshot(tmp_path / "dashboard.png")
+    # As a user sees it: every panel has its chart drawn, and the page around them is not blank.
+    for family in await dashboard.families():
+        panel = page.locator(f"#accuracy-panels .family[data-family='{family}']")
+        png = await panel.screenshot(path=str(tmp_path / f"dashboard-{family}.png"))
+        assert drawn_pixels(png) > 300, family
+        assert await panel.locator(".scatterlayer .point").count() >= 2
+    assert drawn_pixels(await page.screenshot(full_page=True)) > 5000
 
     await dashboard.choose("strategy", "none")
     assert {r["id"] for r in await dashboard.rows()} == {rid(10), rid(11), rid(12), rid(31)}
-    accuracy = await dashboard.traces("accuracy-chart")
-    assert named(accuracy, "served traffic")["x"] == [10]
-    assert len(named(accuracy, f"benchmark {REAL_RUN}")["x"]) == 2  # greedy and sampled plain calls
+    assert [t["name"] for t in await dashboard.traces("default")] == ["plain", "Pareto front"]
+    assert {t["name"] for t in await dashboard.traces("arithmetic")} == {"plain T=0", "plain T=0.4", "plain T=0.8", "Pareto front"}
     await dashboard.choose("strategy", "")
     await dashboard.choose("model", "other")
     assert {r["id"] for r in await dashboard.rows()} == {rid(20), rid(21)}
-    assert [t["name"] for t in await dashboard.traces("accuracy-chart")] == []
+    assert await dashboard.families() == [] and await page.locator("#accuracy-empty").is_visible()
     await dashboard.choose("model", "")
+    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "default"]
     await dashboard.choose("window", "900")
     rows = await dashboard.rows()
     assert len(rows) == 11 and light_server.ids["old"][0] not in {r["id"] for r in rows}
@@ -213,9 +254,10 @@ async def test_the_real_server_shows_requests_with_their_correctness(server: Ser
     dashboard = await open_dashboard(browser, server.base_url)
     rows = {r["id"]: r["correct"] for r in await dashboard.rows()}
     assert {i: rows.get(i) for i in expected} == expected
-    served = named(await dashboard.traces("accuracy-chart"), "served traffic")
+    assert "default" in await dashboard.families()
+    served = [i for t in await dashboard.traces("default") for i in t["ids"]]
     for setting in ("none", "majority(n=4"):  # a plain call's setting carries its n, temperature and max_tokens
-        assert any(i.startswith(f"request|smollm2-135m|{setting}") for i in served["ids"]), (setting, served["ids"])
+        assert any(i.startswith(f"request|default|smollm2-135m|{setting}") for i in served), (setting, served)
     await dashboard.screenshot(tmp_path / "dashboard-real.png")
     voted_id = voted[0][0]
     await dashboard.page.locator(f"#recent tr[data-id='{voted_id}']").click()

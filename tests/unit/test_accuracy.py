@@ -7,7 +7,8 @@ from typing import Any
 
 from compute.accuracy import Observation
 from service.planning.accuracy import evidence, family_of, observation
-from service.state.ledger import LedgerRecord
+from service.planning.evidence import Origin
+from service.state.ledger import Feedback, LedgerRecord
 
 
 def record(
@@ -65,6 +66,25 @@ def test_evidence_is_kept_per_model_and_family_and_default_pools_them_all() -> N
         record(model="other-model"),
         record(correct=None),
     ]
-    assert len(evidence(records, "smollm2-135m", "arithmetic").observations) == 1
-    pooled = evidence(records, "smollm2-135m", "default")
+    origins: dict[str, Origin] = {"accuracy-arithmetic-2026": "shipped", "accuracy-humaneval-2026": "imported"}
+    arithmetic = evidence(records, "smollm2-135m", "arithmetic", origins)
+    assert len(arithmetic.observations) == 1 and arithmetic.runs == {"accuracy-arithmetic-2026": 1}
+    pooled = evidence(records, "smollm2-135m", "default", origins)
     assert [o.correct for o in pooled.observations] == [True, False] and pooled.lengths == [20, 20]
+    assert pooled.sources() == {
+        "shipped": [{"run": "accuracy-arithmetic-2026", "records": 1}],
+        "imported": [{"run": "accuracy-humaneval-2026", "records": 1}],
+        "results_dir": [],
+        "ledger": {"records": 0, "graded": 0, "feedback": 0},
+        "prior_only": False,
+    }
+
+
+def test_the_ledger_counts_its_graded_and_its_feedback_marked_records_apart() -> None:
+    marked = Feedback(correct=False, time=0.0)
+    records = [record(), record(correct=False), record(feedback=marked, correct=False), record(correct=None), record("rtv")]
+    found = evidence(records, "smollm2-135m", "default", {})
+    assert (found.graded, found.feedback, len(found.observations)) == (2, 1, 3)
+    assert found.sources()["ledger"] == {"records": 3, "graded": 2, "feedback": 1}
+    nothing = evidence(records, "another-model", "default", {})
+    assert nothing.sources()["prior_only"] and nothing.sources()["ledger"]["records"] == 0

@@ -24,7 +24,9 @@ from redis.asyncio import Redis
 from service.api import ledger_routes
 from service.api.errors import APIError, install_error_handlers
 from service.dashboard import routes as dashboard
-from service.dashboard.routes import MAX_SINCE, MAX_WINDOW_S, Point, bucket_size, pareto_front, parse_query, percentiles, volume
+from service.dashboard.points import Point, pareto_front
+from service.dashboard.routes import MAX_SINCE, MAX_WINDOW_S, bucket_size, parse_query, percentiles, volume
+from service.planning.evidence import ReferenceRuns
 from service.settings import LedgerSettings, Settings
 from service.state import results, store
 from service.state.ledger import RECORD, STREAM, Ledger, LedgerRecord
@@ -34,14 +36,16 @@ from ..conftest import database_url, empty_database, free_port
 BENCH_RUN = "accuracy-tiny-20261123T000000Z"
 
 
-def light_app(redis_url: str, results_dir: Path) -> FastAPI:
-    """The dashboard without engines: its router and the ledger's routes over a real Ledger, wired as `create_app`
-    wires them (the end-to-end browser test serves this too)."""
+def light_app(redis_url: str, results_dir: Path, *, shipped: bool = False) -> FastAPI:
+    """The dashboard without engines: its router and the ledger's routes over a real Ledger and the benchmark runs
+    (the results directory, Redis' imported runs, and with `shipped` the package's own), wired as `create_app` wires
+    them (the end-to-end browser test serves this too)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.redis = store.connect(redis_url)
         app.state.ledger = Ledger(app.state.redis, LedgerSettings())
+        app.state.references = ReferenceRuns(app.state.redis, results_dir, shipped=shipped)
         try:
             yield
         finally:
@@ -249,19 +253,23 @@ async def test_accuracy_counts_known_answers_and_tokens_count_every_served_reque
     assert unrated["accuracy"] is None and unrated["stderr"] is None and unrated["model"] == "other" and unrated["requests"] == 2
 
 
-async def test_benchmark_runs_are_their_own_population_with_their_own_front(http: httpx.AsyncClient, seeded: dict[str, list[str]]) -> None:
+async def test_benchmark_runs_are_points_of_their_family_and_each_family_has_its_own_front(http: httpx.AsyncClient, seeded: dict[str, list[str]]) -> None:
     body = await data(http)
     population = f"benchmark:{BENCH_RUN}"
     bench = by_setting(body, population)
     assert set(bench) == {"none(temperature=0.0)", "majority(n=4, temperature=0.4)", "majority(n=8, temperature=0.4)"}
     assert all(p["source"] == "benchmark" and p["run"] == BENCH_RUN and p["requests"] == 4 for p in bench.values())
+    assert all(p["family"] == "tiny" and p["origin"] == "results_dir" for p in bench.values())
+    assert {p["label"] for p in bench.values()} == {"plain T=0", "majority n=4 T=0.4", "majority n=8 T=0.4"}
     assert bench["majority(n=4, temperature=0.4)"]["accuracy"] == 0.75  # the oracle row's all-correct is not counted
-    assert body["benchmark_runs"] == [BENCH_RUN]
+    assert body["benchmark_runs"] == [BENCH_RUN] and body["sources"] == {"shipped": [], "imported": [], "results_dir": [BENCH_RUN]}
+    assert body["families"] == ["tiny", "default"]
     ids = {setting: p["id"] for setting, p in bench.items()}
-    assert body["pareto"][population] == [ids["none(temperature=0.0)"], ids["majority(n=4, temperature=0.4)"]]
+    assert body["pareto"]["tiny"] == [ids["none(temperature=0.0)"], ids["majority(n=4, temperature=0.4)"]]
     assert not bench["majority(n=8, temperature=0.4)"]["pareto"] and bench["majority(n=4, temperature=0.4)"]["pareto"]
     served = by_setting(body, "request")
-    assert body["pareto"]["request"] == [served["none"]["id"], served["majority(n=4)"]["id"]]
+    assert all(p["family"] == "default" and p["origin"] == "ledger" for p in served.values())
+    assert body["pareto"]["default"] == [served["none"]["id"], served["majority(n=4)"]["id"]]
     assert body["filters"] == {"models": ["bench-model", "m", "other"], "strategies": ["best_of_n", "majority", "none"]}
 
 
@@ -363,16 +371,17 @@ def test_result_files_are_reread_when_they_change_and_bad_ones_are_skipped(tmp_p
     path = write_bench(tmp_path)
     (tmp_path / "accuracy-broken-20261123T000000Z.json").write_text("{not json")
     (tmp_path / "overhead-20261123T000000Z.json").write_text("{}")  # not an accuracy result: not read
+    (tmp_path / "accuracy-nameless.json").write_text(path.read_text())  # no family in the name: not read
     first = files.load(tmp_path)
-    assert len(first) == 12 and {r.run for r in first} == {BENCH_RUN}
-    assert files.load(tmp_path)[0] is first[0]  # unchanged: not parsed again
+    assert list(first) == [BENCH_RUN] and len(first[BENCH_RUN]) == 12 and {r.run for r in first[BENCH_RUN]} == {BENCH_RUN}
+    assert files.load(tmp_path)[BENCH_RUN] is first[BENCH_RUN]  # unchanged: not parsed again
     result = json.loads(path.read_text())
     result["runs"] = result["runs"][:1]
     path.write_text(json.dumps(result))
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert len(files.load(tmp_path)) == 4
+    assert len(files.load(tmp_path)[BENCH_RUN]) == 4
     path.unlink()
-    assert files.load(tmp_path) == [] and files.load(None) == [] and files.load(tmp_path / "missing") == []
+    assert files.load(tmp_path) == {} and files.load(None) == {} and files.load(tmp_path / "missing") == {}
 
 
 def point(name: str, accuracy: float | None, tokens: float) -> Point:
@@ -381,9 +390,12 @@ def point(name: str, accuracy: float | None, tokens: float) -> Point:
         population="p",
         source="request",
         run=None,
+        origin="ledger",
+        family="f",
         model="m",
         strategy="s",
         setting=name,
+        label=name,
         requests=1,
         known=1,
         correct=1,
@@ -470,8 +482,3 @@ def test_words_are_not_numbers(word: str) -> None:
 def test_any_model_and_strategy_name_is_a_filter_and_empty_means_all(model: str, strategy: str) -> None:
     query = parse_query([("model", model), ("strategy", strategy)])
     assert query.model == (model or None) and query.strategy == (strategy or None)
-
-
-def test_the_default_results_dir_is_the_installed_bench_packages() -> None:
-    found = results.installed_results_dir()
-    assert found is not None and found.name == "results" and (found.parent / "__init__.py").exists()

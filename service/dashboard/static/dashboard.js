@@ -6,9 +6,12 @@
   const REFRESH_MS = 15000;
   const UNRATED_NAMED = 4;
   const LABEL_CHARS = 40;
+  const PANEL_PX = 440;
+  const LEGEND_ROW_PX = 20;
   const SERVED = "request";
-  const SERVED_COLOR = "#d9480f";
-  const BENCH_COLORS = ["#1c7ed6", "#7048e8", "#0ca678", "#e67700", "#c2255c", "#495057"];
+  const FRONT_COLOR = "#1d2330";
+  const DEFAULT_FAMILY = "default";
+  const ORIGIN_NAMES = { ledger: "served traffic", shipped: "shipped with Ponder", imported: "imported", results_dir: "PONDER_RESULTS_DIR" };
   const OUTCOME_COLORS = { served: "#2b8a3e", failed: "#c92a2a", cancelled: "#adb5bd" };
   const LATENCY_COLORS = { p50: "#74c0fc", p95: "#339af0", p99: "#1864ab" };
   const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
@@ -93,7 +96,8 @@
       render(body);
       status.className = "";
       const runs = body.benchmark_runs.length;
-      status.textContent = `updated ${clock(body.generated_at)} · ${body.scanned} requests read${body.truncated ? " (the newest only)" : ""} · ${runs} benchmark run${runs === 1 ? "" : "s"}`;
+      const origins = Object.entries(body.sources).filter(([, names]) => names.length).map(([origin, names]) => `${names.length} ${ORIGIN_NAMES[origin]}`);
+      status.textContent = `updated ${clock(body.generated_at)} · ${body.scanned} requests read${body.truncated ? " (the newest only)" : ""} · ${runs} benchmark run${runs === 1 ? "" : "s"}${origins.length ? ` (${origins.join(", ")})` : ""}`;
     } catch (error) {
       if (error.name === "AbortError") return;
       status.className = "error";
@@ -105,7 +109,7 @@
   function render(data) {
     fillFilter("model", data.filters.models);
     fillFilter("strategy", data.filters.strategies);
-    accuracyChart(data.points, data.pareto);
+    accuracyPanels(data.points, data.families, data.pareto);
     latencyChart(data.latency);
     volumeChart(data.volume);
     recentTable(data.recent);
@@ -119,72 +123,87 @@
     select.value = chosen;
   }
 
-  function accuracyChart(points, pareto) {
-    const populations = new Map();
-    for (const p of points) {
-      if (!populations.has(p.population)) populations.set(p.population, []);
-      populations.get(p.population).push(p);
+  // One panel per task family, each with a series per strategy setting (and model, where the family has several)
+  // and the family's Pareto front. Panels are kept across refreshes, so Plotly.react redraws them in place.
+  function accuracyPanels(points, families, pareto) {
+    const container = $("#accuracy-panels");
+    const rated = points.filter((p) => p.accuracy !== null);
+    const shown = families.filter((family) => rated.some((p) => p.family === family));
+    const existing = new Map([...container.children].map((panel) => [panel.dataset.family, panel]));
+    for (const [family, panel] of existing) if (!shown.includes(family)) Plotly.purge(panel.querySelector(".chart"));
+    const panels = shown.map((family) => existing.get(family) || el(
+      "div",
+      { class: "family", dataset: { family } },
+      el("h3", {}, family === DEFAULT_FAMILY ? "default" : family, el("span", {}, family === DEFAULT_FAMILY ? "requests that named no family" : "")),
+      el("div", { class: "chart" }),
+    ));
+    container.replaceChildren(...panels);
+    for (const panel of panels) {
+      const family = panel.dataset.family;
+      familyChart(panel.querySelector(".chart"), rated.filter((p) => p.family === family), pareto[family] || []);
     }
-    const order = [...populations.keys()].sort((a, b) => (a === SERVED ? -1 : b === SERVED ? 1 : a.localeCompare(b)));
-    const traces = [];
-    order.forEach((population, i) => {
-      const members = populations.get(population);
-      const rated = members.filter((p) => p.accuracy !== null);
-      const served = population === SERVED;
-      const color = served ? SERVED_COLOR : BENCH_COLORS[(i - (order[0] === SERVED ? 1 : 0)) % BENCH_COLORS.length];
-      const name = served ? "served traffic" : `benchmark ${members[0].run}`;
-      if (!rated.length) return;
-      traces.push({
-        type: "scatter",
-        mode: "markers",
-        name,
-        legendgroup: population,
-        x: rated.map((p) => p.mean_completion_tokens),
-        y: rated.map((p) => p.accuracy),
-        error_y: { type: "data", array: rated.map((p) => p.stderr), color, thickness: 1.2, width: 3 },
-        marker: { symbol: served ? "circle" : "diamond", size: served ? 11 : 9, color, line: { width: 1, color: "#fff" } },
-        hovertext: rated.map(hover),
-        hoverinfo: "text",
-        customdata: rated.map((p) => p.id),
-      });
-      const byId = new Map(rated.map((p) => [p.id, p]));
-      const front = (pareto[population] || []).map((id) => byId.get(id)).filter(Boolean);
-      if (front.length) {
-        traces.push({
-          type: "scatter",
-          mode: "lines+markers+text",
-          name: `${name} · Pareto front`,
-          legendgroup: population,
-          x: front.map((p) => p.mean_completion_tokens),
-          y: front.map((p) => p.accuracy),
-          line: { dash: "dash", color, width: 1.5 },
-          marker: { symbol: "circle-open", size: 17, color, line: { width: 1.5 } },
-          text: front.map((p) => (p.setting.length > LABEL_CHARS ? `${p.setting.slice(0, LABEL_CHARS - 1)}…` : p.setting)),
-          textposition: "top right",
-          textfont: { size: 11, color },
-          cliponaxis: false,
-          hoverinfo: "skip",
-        });
-      }
-    });
-    const plotted = points.filter((p) => p.accuracy !== null).map((p) => p.mean_completion_tokens);
-    const extra = traces.length ? {} : { annotations: emptyNote("No setting has known correctness yet: grade requests (verifier.reference), post feedback, or run bench.accuracy") };
-    Plotly.react("accuracy-chart", traces, layout({
-      xaxis: { ...AXIS, type: "log", title: { text: "mean generated tokens per request (log scale)" }, ...logTicks(plotted) },
-      yaxis: { ...AXIS, title: { text: "accuracy" }, tickformat: ".0%", rangemode: "tozero" },
-      hovermode: "closest",
-      ...extra,
-    }), PLOT_CONFIG);
+    $("#accuracy-empty").hidden = panels.length > 0;
     const unrated = points.filter((p) => p.accuracy === null).sort((a, b) => b.requests - a.requests);
     const named = unrated.slice(0, UNRATED_NAMED).map((p) => `${p.setting} on ${p.model} (${p.requests} requests)`);
     const more = unrated.length > UNRATED_NAMED ? ` and ${unrated.length - UNRATED_NAMED} more` : "";
     $("#unrated").textContent = unrated.length ? `Not plotted, no correctness known yet: ${named.join("; ")}${more}.` : "";
   }
 
+  function familyChart(chart, rated, frontIds) {
+    const models = new Set(rated.map((p) => p.model));
+    const series = new Map();
+    for (const p of rated) {
+      const key = `${p.model}|${p.setting}`;
+      if (!series.has(key)) series.set(key, { name: models.size > 1 ? `${p.label} · ${p.model}` : p.label, points: [] });
+      series.get(key).points.push(p);
+    }
+    const traces = [...series.values()].sort((a, b) => a.name.localeCompare(b.name)).map(({ name, points }) => ({
+      type: "scatter",
+      mode: "markers",
+      name,
+      x: points.map((p) => p.mean_completion_tokens),
+      y: points.map((p) => p.accuracy),
+      error_y: { type: "data", array: points.map((p) => p.stderr), thickness: 1.2, width: 3 },
+      marker: { symbol: points.map((p) => (p.source === SERVED ? "circle" : "diamond")), size: 10, line: { width: 1, color: "#fff" } },
+      hovertext: points.map(hover),
+      hoverinfo: "text",
+      customdata: points.map((p) => p.id),
+    }));
+    const byId = new Map(rated.map((p) => [p.id, p]));
+    const front = frontIds.map((id) => byId.get(id)).filter(Boolean);
+    if (front.length) {
+      traces.push({
+        type: "scatter",
+        mode: "lines+markers+text",
+        name: "Pareto front",
+        x: front.map((p) => p.mean_completion_tokens),
+        y: front.map((p) => p.accuracy),
+        line: { dash: "dash", color: FRONT_COLOR, width: 1.5 },
+        marker: { symbol: "circle-open", size: 17, color: FRONT_COLOR, line: { width: 1.5 } },
+        text: front.map((p) => (p.label.length > LABEL_CHARS ? `${p.label.slice(0, LABEL_CHARS - 1)}…` : p.label)),
+        textposition: "top right",
+        textfont: { size: 11, color: FRONT_COLOR },
+        cliponaxis: false,
+        hoverinfo: "skip",
+        customdata: front.map((p) => p.id),
+      });
+    }
+    // The panel grows with its legend, so that every series is listed without scrolling.
+    chart.style.height = `${Math.max(PANEL_PX, LEGEND_ROW_PX * traces.length + 80)}px`;
+    Plotly.react(chart, traces, layout({
+      margin: { l: 56, r: 16, t: 16, b: 44 },
+      legend: { orientation: "v", x: 1.02, xanchor: "left", y: 1, yanchor: "top", font: { size: 11 } },
+      xaxis: { ...AXIS, type: "log", title: { text: "mean generated tokens per request (log scale)" }, ...logTicks(rated.map((p) => p.mean_completion_tokens)) },
+      yaxis: { ...AXIS, title: { text: "accuracy" }, tickformat: ".0%", rangemode: "tozero" },
+      hovermode: "closest",
+    }), PLOT_CONFIG);
+  }
+
   function hover(p) {
     const lines = [
-      `<b>${escape(p.setting)}</b>`,
-      `${escape(p.source === SERVED ? "served traffic" : `benchmark ${p.run}`)} · ${escape(p.model || "unknown model")}`,
+      `<b>${escape(p.label)}</b>`,
+      `${escape(p.source === SERVED ? "served traffic" : `benchmark ${p.run} (${ORIGIN_NAMES[p.origin] || p.origin})`)} · ${escape(p.model || "unknown model")}`,
+      `family ${escape(p.family)} · setting ${escape(p.setting)}`,
       `accuracy ${percent(p.accuracy)} ± ${percent(p.stderr)} (${p.correct}/${p.known} known of ${p.requests})`,
       `generated tokens ${fixed(p.mean_completion_tokens, 1)} · total ${fixed(p.mean_total_tokens, 1)} per request`,
     ];
