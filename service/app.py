@@ -16,15 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import cost_routes, ledger_routes
 from service.api.auth import AuthMiddleware, KeyRing, Quotas
+from service.api.chat import serve_chat
 from service.api.errors import APIError, install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import document_requests
 from service.api.presets import load_presets
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.rendering import OutputFormat
+from service.api.responses import serving as responses
+from service.api.responses.protocol import ResponsesRequest
 from service.api.serving import read_request, resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
-from service.api.tools import tool_use
 from service.dashboard import routes as dashboard
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.execution.models import ServedModel, build_served_model
@@ -93,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: refusals get an id, a log line, a record
     app.include_router(ledger_routes.router)
     app.include_router(cost_routes.router)
+    app.include_router(responses.router)
     app.include_router(dashboard.router)
 
     def served_models(request: Request) -> dict[str, ServedModel]:
@@ -102,21 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
-        served = resolve_model(body, served_models(request), request.app.state.presets)
-        tools = tool_use(body, served)
-        messages = [m.rendered() for m in body.messages]
-        try:
-            prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs, tools.rendered_tools if tools else None)
-        except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
-            raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
-        params = strategy_params(body)
-        if params is not None:
-            if tools is not None:
-                raise APIError(400, "tools are served by plain calls; no strategy selects among tool calls yet", param="tools", code="unsupported_strategy")
-            question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
-            run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
-            return await serve_strategy(request, run, body, served, OutputFormat(chat=True))
-        return await serve(request, body, served, [prompt], OutputFormat(chat=True, tools=tools, tokenizer=served.codec.tokenizer), settings)
+        return await serve_chat(request, body, settings)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -186,6 +175,7 @@ def create_app(settings: Settings) -> FastAPI:
         bodies={
             ("post", "/v1/chat/completions"): ChatCompletionRequest,
             ("post", "/v1/completions"): CompletionRequest,
+            ("post", "/v1/responses"): ResponsesRequest,
             ("post", "/v1/feedback"): ledger_routes.FeedbackRequest,
         },
         queries={("get", "/v1/cost-model"): cost_routes.CostModelQuery, ("get", "/dashboard/data"): dashboard.DashboardQuery},

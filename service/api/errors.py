@@ -66,21 +66,29 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 
 
 # The tagged unions of the request bodies: field -> the tags that pick a member (which pydantic puts in locations).
-UNION_TAGS: dict[Any, tuple[str, ...]] = {"strategy": STRATEGY_NAMES, "response_format": ("text", "json_object", "json_schema")}
+FORMAT_TYPES = ("text", "json_object", "json_schema")
+UNION_TAGS: dict[str | None, tuple[str, ...]] = {
+    "strategy": STRATEGY_NAMES,
+    "rollout": STRATEGY_NAMES,
+    "response_format": FORMAT_TYPES,
+    "format": FORMAT_TYPES,
+    "input": ("message", "function_call", "function_call_output", "reasoning"),
+}
 
 
 def param_path(loc: tuple[Any, ...]) -> str | None:
     """('messages', 0, 'content') -> 'messages[0].content'. Union members appear in pydantic's locations as type tags
     ('str', 'list[int]', 'function-after[...]') and, for a tagged union (`UNION_TAGS`), as its tag; they are not
     parameters, so they are left out."""
-    path = ""
-    for before, step in zip((None, *loc), loc, strict=False):
-        if step in UNION_TAGS.get(before, ()):
-            continue
+    path, field = "", None  # `field`: the union a tag may come next for (right after its name or an index of it)
+    for step in loc:
         if isinstance(step, int):
             path += f"[{step}]"
+        elif step in UNION_TAGS.get(field, ()):
+            field = None
         elif isinstance(step, str) and step.isidentifier() and step not in TYPE_TAGS:
             path += f".{step}" if path else step
+            field = step
     return path or None
 
 

@@ -15,7 +15,7 @@ from service.state.ledger import CLIENT_CLOSED, Entry, observe
 
 log = logging.getLogger("ponder.access")
 
-LEDGERED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+LEDGERED_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 
 
 class RequestIdMiddleware:

@@ -4,6 +4,7 @@ shapes."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,14 @@ class OutputFormat:
                 "finish_reason": completion.finish_reason,
             }
         return {"index": completion.index, "text": completion.text, "logprobs": logprobs, "finish_reason": completion.finish_reason}
+
+    async def whole(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The response body, from the chat or text completion payload (another API's shape in a subclass)."""
+        return payload
+
+    def stream(self, events: AsyncIterator[dict[str, str]]) -> AsyncIterator[dict[str, str]]:
+        """The SSE events sent, from the chat or text completion chunks."""
+        return events
 
     def tool_call_choice(self, completion: Completion) -> dict[str, Any]:
         """A streamed completion's tool calls, sent whole once the completion ends (a call is only known to be one

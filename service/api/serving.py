@@ -238,7 +238,7 @@ async def serve(
         return {"request_id": request_id, "strategy": strategy, "budget": budget.report(), "finish": budget.exhausted, "cost": pricing.report([priced])}
 
     if body.stream:
-        return event_stream(request, stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry))
+        return event_stream(request, fmt.stream(stream_events(run, fmt, header, logprobs_k is not None, body.include_usage, ponder, entry)))
     completions = await until_disconnected(request, run.collect())
     if completions is None:
         log.info("client disconnected; engine requests aborted")
@@ -258,7 +258,7 @@ async def serve(
         budget.exhausted,
         extra={"model": served.spec.name, "strategy": strategy["name"], "user": body.user},
     )
-    return JSONResponse(payload, headers={"x-request-id": request_id})
+    return JSONResponse(await fmt.whole(payload), headers={"x-request-id": request_id})
 
 
 async def stream_events(

@@ -203,7 +203,7 @@ async def serve_strategy(request: Request, run: StrategyRun, body: RequestBody, 
     header = {"id": fmt.id_prefix + run.request_id, "created": int(time.time()), "model": served.spec.name}
     with_logprobs = run.logprobs_k is not None
     if body.stream:
-        return event_stream(request, stream_strategy(run, fmt, header, with_logprobs, body.include_usage))
+        return event_stream(request, fmt.stream(stream_strategy(run, fmt, header, with_logprobs, body.include_usage)))
     result = await until_disconnected(request, run.run())
     if result is None:
         log.info("client disconnected; strategy cancelled and its engine requests aborted")
@@ -224,7 +224,7 @@ async def serve_strategy(request: Request, run: StrategyRun, body: RequestBody, 
         run.budget.exhausted,
         extra={"model": served.spec.name, "strategy": run.params.name, "user": body.user},
     )
-    return JSONResponse(payload, headers={"x-request-id": run.request_id})
+    return JSONResponse(await fmt.whole(payload), headers={"x-request-id": run.request_id})
 
 
 async def stream_strategy(

@@ -1,0 +1,45 @@
+"""Serving a chat conversation: its tools checked, its messages rendered by the served model's template, then a
+plain call or a strategy. The Responses endpoint serves through here too, rendering the result its own way (the
+`OutputFormat` it passes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from service.api.errors import APIError
+from service.api.protocol import ChatCompletionRequest
+from service.api.rendering import OutputFormat
+from service.api.serving import resolve_model, serve
+from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params
+from service.api.tools import ToolUse, tool_use
+from service.settings import Settings
+
+
+def chat_format(tools: ToolUse | None, tokenizer: Any) -> OutputFormat:
+    return OutputFormat(chat=True, tools=tools, tokenizer=tokenizer)
+
+
+async def serve_chat(
+    request: Request, body: ChatCompletionRequest, settings: Settings, output: Callable[[ToolUse | None, Any], OutputFormat] = chat_format
+) -> Response:
+    served = resolve_model(body, request.app.state.models, request.app.state.presets)
+    tools = tool_use(body, served)
+    messages = [m.rendered() for m in body.messages]
+    try:
+        prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs, tools.rendered_tools if tools else None)
+    except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
+        raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
+    fmt = output(tools, served.codec.tokenizer)
+    params = strategy_params(body)
+    if params is not None:
+        if tools is not None:
+            raise APIError(400, "tools are served by plain calls; no strategy selects among tool calls yet", param="tools", code="unsupported_strategy")
+        question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
+        run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
+        return await serve_strategy(request, run, body, served, fmt)
+    return await serve(request, body, served, [prompt], fmt, settings)
