@@ -187,9 +187,11 @@ def state_dir() -> Path:
 
 
 @contextmanager
-def running_server(redis_url: str, ray_address: str, log_path: Path, launcher: tuple[str, ...] = (), **env_overrides: str) -> Iterator[Server]:
+def running_server(
+    redis_url: str, ray_address: str, log_path: Path, launcher: tuple[str, ...] = (), args: tuple[str, ...] = (), **env_overrides: str
+) -> Iterator[Server]:
     """`ponder serve` joined to the Ray cluster and Redis, stopped (SIGINT, then kill) on the way out; `launcher`
-    wraps the command (a container's confinement, say)."""
+    wraps the command (a container's confinement, say), `args` are the command's own."""
     port = free_port()
     env = {
         **os.environ,
@@ -204,7 +206,7 @@ def running_server(redis_url: str, ray_address: str, log_path: Path, launcher: t
         **env_overrides,
     }
     with log_path.open("w") as log:
-        proc = subprocess.Popen([*launcher, sys.executable, "-m", "service.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen([*launcher, sys.executable, "-m", "service.cli", "serve", *args], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     server = Server(base_url=f"http://127.0.0.1:{port}", ray_address=ray_address, state_dir=state_dir(), log_path=log_path, process=proc)
     try:
         server.wait_healthy(SERVER_START_TIMEOUT_S)

@@ -96,6 +96,26 @@ def test_keys_from_the_environment_and_the_file_are_served_and_ledgered_by_id(ga
     assert record.status_code == 200 and record.json()["key_id"] == "env-0" and record.json()["outcome"] == "served"
 
 
+def test_a_stored_response_belongs_to_the_key_that_made_it(gateway: Server) -> None:
+    """Another key reads it as missing: a 404, whether fetched or continued from."""
+    fresh_quota_window()
+    alice, other = ({"Authorization": f"Bearer {key}"} for key in (KEYS["alice"], ENV_KEY))
+    created = httpx.post(f"{gateway.api}/responses", json={"model": MODEL, "input": "Say hi.", "max_output_tokens": 4}, headers=alice, timeout=120)
+    assert created.status_code == 200, created.text
+    response_id = created.json()["id"]
+    assert_openai_error(httpx.get(f"{gateway.api}/responses/{response_id}", headers=other, timeout=10), 404, "response_not_found")
+    continued = httpx.post(
+        f"{gateway.api}/responses",
+        json={"model": MODEL, "input": "Again.", "previous_response_id": response_id, "max_output_tokens": 4},
+        headers=other,
+        timeout=120,
+    )
+    assert_openai_error(continued, 404, "response_not_found")
+    assert continued.json()["error"]["param"] == "previous_response_id"
+    own = httpx.get(f"{gateway.api}/responses/{response_id}", headers=alice, timeout=10)
+    assert own.status_code == 200 and own.json()["id"] == response_id
+
+
 def test_a_key_removed_from_the_file_is_refused_at_once(gateway: Server, home: Path) -> None:
     assert chat(gateway, KEYS["alice"]).status_code == 200
     keys_file(home / "keys", ["bob", "carol"])
