@@ -57,6 +57,13 @@ class Verifier(StrictModel):
     timeout_s: float | None = Field(None, gt=0.0, le=60.0)
 
 
+def template_variables(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    taken = sorted(set(value or ()) & TEMPLATE_ARGUMENTS)
+    if taken:
+        raise ValueError(f"{', '.join(taken)} set how the template is applied, not a variable of it")
+    return value
+
+
 def checked_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """A schema the engine will enforce is checked against the meta-schema first: a 400 naming it, not an engine error."""
     if value is not None:
@@ -260,10 +267,7 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("chat_template_kwargs")
     @classmethod
     def _template_variables_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        taken = sorted(set(value or ()) & TEMPLATE_ARGUMENTS)
-        if taken:
-            raise ValueError(f"{', '.join(taken)} set how the template is applied, not a variable of it")
-        return value
+        return template_variables(value)
 
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from service.api.protocol import TEMPLATE_ARGUMENTS, Budget, StrictModel, Verifier, checked_schema
+from service.api.protocol import Budget, FunctionDefinition, JsonSchema, StrictModel, Verifier, template_variables
 from strategies.registry import StrategyParams
 
 
@@ -72,17 +72,10 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(StrictModel):
-    type: Literal["function"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+class FunctionTool(FunctionDefinition):
+    """Responses' function tools are flat: the chat function's fields beside the type."""
 
-    @field_validator("parameters")
-    @classmethod
-    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return checked_schema(value)
+    type: Literal["function"]
 
 
 class NamedFunction(StrictModel):
@@ -98,19 +91,11 @@ class TextFormatJsonObject(StrictModel):
     type: Literal["json_object"]
 
 
-class TextFormatJsonSchema(StrictModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    type: Literal["json_schema"]
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    description: str | None = None
-    schema_: dict[str, Any] = Field(alias="schema")
-    strict: bool | None = None
+class TextFormatJsonSchema(JsonSchema):
+    """Chat's json_schema, flat beside the type, and with its schema required."""
 
-    @field_validator("schema_")
-    @classmethod
-    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        checked_schema(value)
-        return value
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
 
 
 class TextConfig(StrictModel):
@@ -157,7 +142,4 @@ class ResponsesRequest(StrictModel):
     @field_validator("chat_template_kwargs")
     @classmethod
     def _template_variables_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        taken = sorted(set(value or ()) & TEMPLATE_ARGUMENTS)
-        if taken:
-            raise ValueError(f"{', '.join(taken)} set how the template is applied, not a variable of it")
-        return value
+        return template_variables(value)
