@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Set
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,7 @@ if not VENV.is_absolute():
     VENV = ROOT / VENV
 CLI = VENV / "tools" / "compatcanary" / "node_modules" / "compatcanary" / "src" / "cli.js"
 CHAT_PROBES = {"models.list", "chat.basic", "chat.streaming", "chat.tool_call", "chat.structured_output"}
-# The `modern` profile adds these two, which need POST /v1/responses (issue 21). Once it is served, the modern
-# test asserts 100/100 as the chat one does.
+# The `modern` profile adds the Responses API's.
 RESPONSES_PROBES = {"responses.basic", "responses.streaming"}
 
 
@@ -56,23 +54,13 @@ def outcomes(report: dict) -> dict[str, str]:
     return {r["id"]: r["status"] for r in report["results"]}
 
 
-def failures(report: dict, ignore: Set[str] = frozenset()) -> str:
+def failures(report: dict) -> str:
     """Each probe that did not pass, with the scanner's reason and the server's answer, for the assertion message."""
-    return "\n".join(
-        f"{r['id']}: {r['status']}: {r['summary']} {json.dumps(r.get('error', {}))}"
-        for r in report["results"]
-        if r["status"] != "pass" and r["id"] not in ignore
-    )
+    return "\n".join(f"{r['id']}: {r['status']}: {r['summary']} {json.dumps(r.get('error', {}))}" for r in report["results"] if r["status"] != "pass")
 
 
-def test_chat_profile_scores_100(server: Server, tmp_path: Path) -> None:
-    report = scan(server, "chat", tmp_path)
-    assert set(outcomes(report)) == CHAT_PROBES
+@pytest.mark.parametrize(("profile", "probes"), [("chat", CHAT_PROBES), ("modern", CHAT_PROBES | RESPONSES_PROBES)])
+def test_every_profile_scores_100(server: Server, tmp_path: Path, profile: str, probes: set[str]) -> None:
+    report = scan(server, profile, tmp_path)
+    assert set(outcomes(report)) == probes
     assert report["score"] == 100, failures(report)
-
-
-def test_modern_profile_passes_every_probe_but_the_responses_api(server: Server, tmp_path: Path) -> None:
-    report = scan(server, "modern", tmp_path)
-    assert set(outcomes(report)) == CHAT_PROBES | RESPONSES_PROBES
-    others = {probe: status for probe, status in outcomes(report).items() if probe not in RESPONSES_PROBES}
-    assert set(others.values()) == {"pass"}, failures(report, ignore=RESPONSES_PROBES)
