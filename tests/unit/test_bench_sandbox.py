@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bench.sandbox import ratios, spread, summarize_part_a, summarize_side, verdicts_differ, verification_s
+from bench.sandbox import verification_s
+from bench.sandbox_report import ratios, spread, summarize_part_a, summarize_side, verdicts_differ
 
 
 def test_spread_pools_every_sample_and_keeps_the_single_repeats_extremes() -> None:
