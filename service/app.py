@@ -110,13 +110,12 @@ def create_app(settings: Settings) -> FastAPI:
         except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
             raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
         params = strategy_params(body)
+        fmt = OutputFormat(chat=True, tools=tools, tokenizer=served.codec.tokenizer)
         if params is not None:
-            if tools is not None:
-                raise APIError(400, "tools are served by plain calls; no strategy selects among tool calls yet", param="tools", code="unsupported_strategy")
             question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
-            run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
-            return await serve_strategy(request, run, body, served, OutputFormat(chat=True))
-        return await serve(request, body, served, [prompt], OutputFormat(chat=True, tools=tools, tokenizer=served.codec.tokenizer), settings)
+            run = StrategyRun(request, body, served, prompt, question, params, settings, messages, tools)
+            return await serve_strategy(request, run, body, served, fmt)
+        return await serve(request, body, served, [prompt], fmt, settings)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
