@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from strategies.ballots import Ballot, Ballots
+from strategies.ballots import Ballots
 from strategies.base import Candidate, Context, Rollout, StrategyResult, usable
 from strategies.majority import DEFAULT_TEMPERATURE
 from strategies.voting import representative, vote
@@ -49,9 +49,9 @@ class AheadByKParams(BaseModel):
         return self
 
 
-def ballot_of(ballots: Ballots, rollout: Rollout) -> Ballot | None:
+def answer_of(ballots: Ballots, rollout: Rollout) -> str | None:
     """A sample's vote: its answer, or None when it is red-flagged."""
-    return ballots.cast(rollout.text) if rollout.finish_reason == "stop" else None
+    return ballots.answer(rollout.text) if rollout.finish_reason == "stop" else None
 
 
 def lead(candidates: list[Candidate]) -> int:
@@ -64,17 +64,13 @@ async def ahead_by_k(ctx: Context, params: AheadByKParams) -> StrategyResult:
     top_p = params.top_p or ctx.task.top_p or 1.0
     ballots = Ballots.of(ctx.task)
     candidates: list[Candidate] = []
-    cast: list[Ballot | None] = []
     while (more := min(params.k - lead(candidates), params.max_n - len(candidates))) > 0:
         batch = await ctx.generate(more, temperature=temperature, top_p=top_p)
         if not batch:  # the budget or the deadline is spent
             break
-        fresh = [ballot_of(ballots, r) for r in batch]
-        candidates += [
-            Candidate(replace(r, index=len(candidates) + i), answer=b.answer if b else None) for i, (r, b) in enumerate(zip(batch, fresh, strict=True))
-        ]
-        cast += fresh
-        for c, group in zip(candidates, await ballots.group(ctx, cast), strict=True):
+        candidates += [Candidate(replace(r, index=len(candidates) + i), answer=answer_of(ballots, r)) for i, r in enumerate(batch)]
+        voting = [c.rollout.text if c.answer is not None else None for c in candidates]
+        for c, group in zip(candidates, await ballots.groups_of(ctx, voting), strict=True):
             c.group = group
         ctx.emit({"type": "votes", "drawn": len(candidates), "lead": lead(candidates)})
     tally = vote(candidates)
