@@ -15,6 +15,9 @@ batch at once (sharing the prompt's prefill) never draws a sample that the paper
 Deviations: the paper red-flags responses that are too long or badly formatted; here a sample that did not end on
 its own (its token cap, the budget) or has no extractable final answer does not vote. The paper derives k from the
 per-step error rate and the number of steps; a single question has neither, so k is a knob.
+
+A JSON or tool-call answer (strategies/ballots.py) votes in its canonical form: the whole document, or every call
+with its arguments. The lead is counted on those whole answers, in one round, so the race and its winner agree.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from strategies.ballots import Ballots
 from strategies.base import Candidate, Context, Rollout, StrategyResult, usable
 from strategies.majority import DEFAULT_TEMPERATURE
 from strategies.voting import representative, vote
-from verifiers.answers import extract_answer
 
 
 class AheadByKParams(BaseModel):
@@ -46,9 +49,9 @@ class AheadByKParams(BaseModel):
         return self
 
 
-def answer_of(rollout: Rollout) -> str | None:
-    """A sample's vote: its final answer, or None when it is red-flagged."""
-    return extract_answer(rollout.text) if rollout.finish_reason == "stop" else None
+def answer_of(ballots: Ballots, rollout: Rollout) -> str | None:
+    """A sample's vote: its answer, or None when it is red-flagged."""
+    return ballots.answer(rollout.text) if rollout.finish_reason == "stop" else None
 
 
 def lead(candidates: list[Candidate]) -> int:
@@ -59,13 +62,15 @@ def lead(candidates: list[Candidate]) -> int:
 async def ahead_by_k(ctx: Context, params: AheadByKParams) -> StrategyResult:
     temperature = params.temperature or ctx.task.temperature or DEFAULT_TEMPERATURE
     top_p = params.top_p or ctx.task.top_p or 1.0
+    ballots = Ballots.of(ctx.task)
     candidates: list[Candidate] = []
     while (more := min(params.k - lead(candidates), params.max_n - len(candidates))) > 0:
         batch = await ctx.generate(more, temperature=temperature, top_p=top_p)
         if not batch:  # the budget or the deadline is spent
             break
-        candidates += [Candidate(replace(r, index=len(candidates) + i), answer=answer_of(r)) for i, r in enumerate(batch)]
-        for c, group in zip(candidates, await ctx.verifiers.group([c.answer for c in candidates]), strict=True):
+        candidates += [Candidate(replace(r, index=len(candidates) + i), answer=answer_of(ballots, r)) for i, r in enumerate(batch)]
+        voting = [c.rollout.text if c.answer is not None else None for c in candidates]
+        for c, group in zip(candidates, await ballots.groups_of(ctx, voting), strict=True):
             c.group = group
         ctx.emit({"type": "votes", "drawn": len(candidates), "lead": lead(candidates)})
     tally = vote(candidates)
@@ -80,5 +85,7 @@ async def ahead_by_k(ctx: Context, params: AheadByKParams) -> StrategyResult:
         "red_flagged": [c.index for c in candidates if c.answer is None],
         **tally.report(candidates),
     }
+    if (described := ballots.describe()) is not None:
+        selection["vote_on"] = described
     chosen = representative(candidates, tally.winner) if tally.winner is not None else next(iter(usable(candidates)), None)
     return StrategyResult(candidates, chosen, selection)

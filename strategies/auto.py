@@ -26,12 +26,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from compute.cost_model import realised_cost
+from strategies.ballots import Ballots
 from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task
 from strategies.best_of_n import BestOfNParams, tests_for
 from strategies.kinetics import ComputeBudget, plan_for, plan_report
 from strategies.majority import DEFAULT_TEMPERATURE, MajorityParams
-from strategies.voting import representative, vote
-from verifiers.answers import extract_answer
+from strategies.voting import representative
 
 Choice = Literal["probe_vote", "majority", "best_of_n"]
 CHOICES: tuple[Choice, ...] = ("probe_vote", "majority", "best_of_n")
@@ -93,9 +93,9 @@ async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
     if probe_cost > budget:
         raise StrategyInputError(f"budget: {budget:.4g} eFLOPs does not pay for {params.probes} probes of {cap} tokens ({probe_cost:.4g})", "strategy.budget")
     probes = await ctx.generate(params.probes, temperature=temperature, max_tokens=cap, stage="probe")
-    voters = [Candidate(r, answer=extract_answer(r.text)) for r in probes if not r.cut_short]
-    for c, group in zip(voters, await ctx.verifiers.group([c.answer for c in voters]), strict=True):
-        c.group = group
+    ballots = Ballots.of(ctx.task)
+    voters = [Candidate(r, answer=ballots.answer(r.text)) for r in probes if not r.cut_short]
+    tally, tally_report = await ballots.count(ctx, voters)
     counts = Counter(c.group for c in voters if c.group is not None)
     agreement = max(counts.values()) / len(probes) if counts else 0.0
     cuts, cuts_from = learnt_cuts(planning.agreements)
@@ -115,10 +115,9 @@ async def auto(ctx: Context, params: AutoParams) -> StrategyResult:
         "budget": {**params.budget.model_dump(exclude_none=True), "eflops": budget, "probe_eflops": spent},
     }
     if choice == "probe_vote" or budget - spent <= 0:
-        tally = vote(voters, "none")
         chosen = representative(voters, tally.winner) or (voters[0] if voters else None)
         report["plan"] = {"n": len(probes), "max_tokens": cap, "kv_budget": None, "bin": bin_, "choice": "probe_vote", "agreement": agreement}
-        return StrategyResult([Candidate(c.rollout, answer=c.answer, group=c.group) for c in voters], chosen, {**report, **tally.report(voters)})
+        return StrategyResult([Candidate(c.rollout, answer=c.answer, group=c.group) for c in voters], chosen, {**report, **tally_report})
     plan, _, _ = plan_for(planning, ComputeBudget(eflops=budget - spent))
     ctx.planner.restrict(max_tokens=plan.max_tokens, total_tokens=plan.n * plan.max_tokens)
     inner: BaseModel = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from compute.accuracy import Observation
 from compute.cost_model import HardwareProfile, ModelShape
@@ -70,6 +70,25 @@ class VerifierSpec:
     timeout_s: float | None = None
 
 
+# Reads a sample's tool calls as the response would render them: (function name, arguments as JSON text) per call,
+# none when the sample made no call.
+ToolCallReader = Callable[[str], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """What a sample of the task's own prompt is, so that strategies that compare answers compare the right thing:
+    free text with a final answer in it, a JSON document the engine held to the request's `response_format`, or tool
+    calls. The engine keeps the constraint on every sample of the task's prompt (never on a strategy's own prompts)."""
+
+    kind: Literal["text", "json", "tool_calls"] = "text"
+    read_calls: ToolCallReader | None = None
+    """tool_calls: how the gateway reads a sample's calls (its tool parser, or the forced choice's JSON)."""
+    must_call: bool = False
+    """tool_calls: the request forced a call (`required` or a named function), so a sample without one has no vote;
+    otherwise (`auto`) such a sample votes with the final answer of its text."""
+
+
 @dataclass(frozen=True)
 class Task:
     """The request as a strategy needs it: the question's text (for visible tests and prompts of its own)."""
@@ -79,6 +98,7 @@ class Task:
     temperature: float | None
     top_p: float | None
     max_tokens: int | None
+    answer_format: AnswerFormat = AnswerFormat()
 
 
 @dataclass(frozen=True)

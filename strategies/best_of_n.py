@@ -8,6 +8,8 @@ of a process reward model.
     select:      argmax score, or weighted_majority: W(a) = Σ_{i: ans(s_i) = a} r_i, return argmax_a W(a)
 
 `early_stop` as on majority (strategies/stopping.py); with `deepconf` the selector sees only the confident traces.
+The scores read no answer, so they select among JSON or tool-call samples as among text; weighted_majority's answers
+are what majority's are (strategies/ballots.py: canonical JSON, tool calls by name then arguments).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from strategies.ballots import Ballots
 from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task, usable
 from strategies.majority import VotingKnobs, sampling_of
 from strategies.stopping import DeepConfStop, confident_voters, draw
-from strategies.voting import TOP_LOGPROBS, Score, Weight, best_by, representative, score_candidates, vote
-from verifiers.answers import extract_answer
+from strategies.voting import TOP_LOGPROBS, Score, Weight, best_by, representative, score_candidates
 from verifiers.code import TestCase, caller_tests, visible_tests
 from verifiers.programs import candidate_program, entry_point_of, stub_of
 
@@ -60,7 +62,7 @@ async def best_of_n(ctx: Context, params: BestOfNParams) -> StrategyResult:
     rule = params.early_stop
     deepconf = rule if isinstance(rule, DeepConfStop) else None
     logprobs = max(logprobs_needed(params.select, params.score), TOP_LOGPROBS["confidence"] if deepconf else 0)
-    drawn = await draw(ctx, rule, params.n, sampling_of(ctx, params, logprobs), params.rollout)
+    drawn = await draw(ctx, rule, params.n, sampling_of(ctx, params, logprobs), params.rollout, Ballots.of(ctx.task))
     candidates = [Candidate(r) for r in drawn.rollouts]
     pool = candidates
     if deepconf:
@@ -93,13 +95,12 @@ async def select_among(
         selection["sandbox"] = ctx.verifiers.isolation
     elif select in ("weighted_majority", "majority"):
         weight: Weight = score if select == "weighted_majority" else "none"
+        ballots = Ballots.of(ctx.task)
         for c in candidates:
-            c.answer = extract_answer(c.rollout.text)
-        for c, group in zip(pool, await ctx.verifiers.group([c.answer for c in pool]), strict=True):
-            c.group = group
-        tally = vote(pool, weight)
-        ctx.emit({"type": "tally", **tally.report(pool)})
-        selection.update(weight=weight, **tally.report(pool))
+            c.answer = ballots.answer(c.rollout.text)
+        tally, report = await ballots.count(ctx, pool, weight)
+        ctx.emit({"type": "tally", **report})
+        selection.update(weight=weight, **report)
         chosen = representative(pool, tally.winner)
     else:
         chosen = best_by(pool, select)

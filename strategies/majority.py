@@ -5,6 +5,10 @@
     group the a_i by mathematical equivalence       (math-verify, not string equality)
     return a solution of the group with the most votes (optionally each vote weighted by a score)
 
+Answers are what the request asked for (strategies/ballots.py): free text as above, JSON held to `response_format`
+(its canonical form, or the field `vote_on` names), or tool calls (the functions called vote first, then the calls
+with their arguments).
+
 With `early_stop` (strategies/stopping.py): `adaptive` draws the N samples in batches until the leading answer's
 posterior passes a threshold (adaptive self-consistency); `deepconf` lets only the most confident traces vote,
 weighted by their confidence, and online stops the others mid-trace (DeepConf); `probe` stops each rollout once its
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from strategies.base import Candidate, Context, StrategyResult, usable
+from strategies.ballots import Ballots
+from strategies.base import Candidate, Context, StrategyInputError, StrategyResult, Task, usable
 from strategies.stopping import DeepConfStop, EarlyStop, ProbeStop, confident_voters, draw
-from strategies.voting import TOP_LOGPROBS, Weight, representative, score_candidates, vote
-from verifiers.answers import extract_answer
+from strategies.voting import TOP_LOGPROBS, Weight, representative, score_candidates
+from verifiers.structured import pointer_tokens
 
 if TYPE_CHECKING:
     from strategies.registry import StrategyParams  # resolved when the registry rebuilds these models
@@ -81,6 +86,19 @@ def sampling_of(ctx: Context, knobs: SamplingKnobs, logprobs: int) -> dict[str, 
 class MajorityParams(VotingKnobs):
     name: Literal["majority"] = "majority"
     weight: Weight = Field("none", description="weight each vote by a score (weighted self-consistency)")
+    vote_on: str | None = Field(
+        None,
+        max_length=512,
+        description="with a JSON response_format: the JSON pointer (RFC 6901) of the value that votes, e.g. /answer "
+        "(default: the whole document, in canonical form)",
+    )
+
+    @field_validator("vote_on")
+    @classmethod
+    def _a_json_pointer(cls, value: str | None) -> str | None:
+        if value is not None:
+            pointer_tokens(value)
+        return value
 
     @model_validator(mode="after")
     def _weight_of_composed(self) -> MajorityParams:
@@ -89,22 +107,27 @@ class MajorityParams(VotingKnobs):
         return self
 
 
+def check(task: Task, params: MajorityParams) -> None:
+    if params.vote_on is not None and task.answer_format.kind != "json":
+        raise StrategyInputError("vote_on names a field of a JSON answer: it needs response_format json_object or json_schema", "strategy.vote_on")
+
+
 async def majority(ctx: Context, params: MajorityParams) -> StrategyResult:
     rule = params.early_stop
     deepconf = rule if isinstance(rule, DeepConfStop) else None
-    drawn = await draw(ctx, rule, params.n, sampling_of(ctx, params, TOP_LOGPROBS["confidence" if deepconf else params.weight]), params.rollout)
-    candidates = [Candidate(r, answer=extract_answer(r.text)) for r in drawn.rollouts]
+    ballots = Ballots.of(ctx.task, params.vote_on)
+    sampling = sampling_of(ctx, params, TOP_LOGPROBS["confidence" if deepconf else params.weight])
+    drawn = await draw(ctx, rule, params.n, sampling, params.rollout, ballots)
+    candidates = [Candidate(r, answer=ballots.answer(r.text)) for r in drawn.rollouts]
     score_candidates(candidates, ctx.codec.vocab_size, *((deepconf.window, deepconf.measure) if deepconf else ()))
     voters, weight = usable(candidates), params.weight
     if deepconf:
         voters, weight = confident_voters(voters, deepconf, drawn.threshold), "confidence"
         drawn.report = {**(drawn.report or {}), "voters": [c.index for c in voters], "filtered_out": len(candidates) - len(voters)}
-    for c, group in zip(voters, await ctx.verifiers.group([c.answer for c in voters]), strict=True):
-        c.group = group
-    tally = vote(voters, weight)
-    ctx.emit({"type": "tally", **tally.report(voters)})
+    tally, report = await ballots.count(ctx, voters, weight)
+    ctx.emit({"type": "tally", **report})
     chosen = representative(voters, tally.winner) or (voters[0] if voters else None)
-    selection = {"method": "majority", "weight": weight, **tally.report(voters)}
+    selection = {"method": "majority", "weight": weight, **report}
     if drawn.report is not None:
         selection["early_stop"] = drawn.report
     if drawn.composed is not None:

@@ -21,9 +21,11 @@ from strategies.best_of_n import check as check_best_of_n
 from strategies.kinetics import KineticsParams, kinetics
 from strategies.kinetics import check as check_kinetics
 from strategies.majority import MajorityParams, majority
+from strategies.majority import check as check_majority
 from strategies.pdr import PDRParams, pdr
 from strategies.rtv import RTVParams, rtv
 from strategies.rtv import check as check_rollouts
+from strategies.stopping import ProbeStop
 
 
 class NoneParams(BaseModel):
@@ -53,6 +55,7 @@ STRATEGIES: dict[str, StrategyFn] = {
 }
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
 CHECKS: dict[str, Callable[[Task, Any], None]] = {
+    "majority": check_majority,
     "best_of_n": check_best_of_n,
     "rtv": check_rollouts,
     "pdr": check_rollouts,
@@ -66,6 +69,19 @@ def default_params(name: str) -> StrategyParams:
     """A strategy's parameters with the paper's defaults, for `<model>@<strategy>`."""
     params: StrategyParams = STRATEGY_PARAMS.validate_python({"name": name})
     return params
+
+
+def keeps_format(params: BaseModel) -> bool:
+    """Whether a strategy's answer is a sample of the task's own prompt, which the engine holds to the request's
+    `response_format` or forced tool choice (and whose answers it votes on in that form, strategies/ballots.py). RTV,
+    PDR and ATTS write theirs from prompts of their own; a probe-stopped rollout ends in the probe's boxed answer."""
+    name: str = params.name  # type: ignore[attr-defined]
+    if name in ("majority", "best_of_n"):
+        if isinstance(getattr(params, "early_stop", None), ProbeStop):
+            return False
+        inner = getattr(params, "rollout", None)
+        return inner is None or keeps_format(inner)
+    return name in ("ahead_by_k", "kinetics", "auto")
 
 
 def check_input(task: Task, params: BaseModel) -> None:

@@ -58,8 +58,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import beta
 
+from strategies.ballots import Ballots
 from strategies.base import EARLY_STOP, Candidate, Context, Rollout
-from verifiers.answers import extract_answer
 from verifiers.scores import token_confidences, trace_confidence
 
 PROBE = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\[ \\boxed{"
@@ -116,13 +116,14 @@ class Drawn:
 Sampler = Callable[[int], Awaitable[list[Rollout]]]
 
 
-async def draw(ctx: Context, rule: EarlyStop | None, n: int, sampling: dict[str, Any], rollout: BaseModel | None = None) -> Drawn:
+async def draw(ctx: Context, rule: EarlyStop | None, n: int, sampling: dict[str, Any], rollout: BaseModel | None = None, ballots: Ballots = Ballots()) -> Drawn:
     """The samples of a sampling strategy under its stopping rule (DeepConf offline changes only who votes): engine
-    samples, or, when `rollout` is a strategy, that many runs of it, each contributing its chosen answer."""
+    samples, or, when `rollout` is a strategy, that many runs of it, each contributing its chosen answer. `ballots`:
+    what the samples vote for, where the rule reads the vote (adaptive)."""
     composed: list[dict[str, Any]] = []
     sample: Sampler = (lambda k: strategy_runs(ctx, rollout, k, composed)) if rollout is not None else (lambda k: ctx.generate(k, **sampling))
     if isinstance(rule, AdaptiveStop):
-        drawn = await draw_until_confident(ctx, rule, sample)
+        drawn = await draw_until_confident(ctx, rule, sample, ballots)
     elif isinstance(rule, DeepConfStop) and rule.mode == "online":
         drawn = await think_online(ctx, rule, n, sampling)
     elif isinstance(rule, ProbeStop):
@@ -153,7 +154,7 @@ def confident_voters(voters: list[Candidate], rule: DeepConfStop, threshold: flo
     return [c for c in voters if (low := lowest_group(c.rollout.logprobs, rule.window)) is not None and low >= threshold] or voters
 
 
-async def draw_until_confident(ctx: Context, rule: AdaptiveStop, sample: Sampler) -> Drawn:
+async def draw_until_confident(ctx: Context, rule: AdaptiveStop, sample: Sampler, ballots: Ballots) -> Drawn:
     """Adaptive self-consistency: a batch per engine request until the leader's posterior passes `confidence`."""
     rollouts: list[Rollout] = []
     groups: list[int | None] = []
@@ -163,7 +164,7 @@ async def draw_until_confident(ctx: Context, rule: AdaptiveStop, sample: Sampler
         if not batch:
             break
         rollouts += [replace(r, index=len(rollouts) + i) for i, r in enumerate(batch)]
-        groups = await ctx.verifiers.group([None if r.cut_short else extract_answer(r.text) for r in rollouts])
+        groups = await ballots.groups_of(ctx, [None if r.cut_short else r.text for r in rollouts])
         steps.append({"drawn": len(rollouts), "leader_probability": round(leader_probability(groups), 4)})
         ctx.emit({"type": "adaptive", **steps[-1]})
     confident = bool(steps) and steps[-1]["leader_probability"] >= rule.confidence

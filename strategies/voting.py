@@ -71,16 +71,18 @@ class Tally:
         }
 
 
-def vote(candidates: Sequence[Candidate], weight: Weight = "none") -> Tally:
-    """Sums each answer group's votes. Ties go to more votes (when weighted), then the group's most probable member
-    (mean log-probability), then the group seen first; the rule that decided is reported."""
+def vote(candidates: Sequence[Candidate], weight: Weight = "none", key: Callable[[Candidate], int | None] | None = None) -> Tally:
+    """Sums each answer group's votes (`key` gives a candidate's group, by default its `group`). Ties go to more votes
+    (when weighted), then the group's most probable member (mean log-probability), then the group seen first; the
+    rule that decided is reported."""
+    group_of: Callable[[Candidate], int | None] = key or (lambda c: c.group)
     weights: dict[int, float] = {}
     counts: dict[int, int] = {}
     for c in candidates:
-        if c.group is None:
+        if (g := group_of(c)) is None:
             continue
-        weights[c.group] = weights.get(c.group, 0.0) + reward(c, weight)
-        counts[c.group] = counts.get(c.group, 0) + 1
+        weights[g] = weights.get(g, 0.0) + reward(c, weight)
+        counts[g] = counts.get(g, 0) + 1
     if not weights:
         return Tally(weights, counts, None, [], None)
     top = max(weights.values())
@@ -89,13 +91,13 @@ def vote(candidates: Sequence[Candidate], weight: Weight = "none") -> Tally:
         return Tally(weights, counts, tied[0], [], None)
     rules: list[tuple[str, Callable[[int], float]]] = [
         ("votes", lambda g: counts[g]),
-        ("logprob", lambda g: max((c.scores.get("logprob", -math.inf) for c in candidates if c.group == g))),
-        ("first_seen", lambda g: -min(c.index for c in candidates if c.group == g)),
+        ("logprob", lambda g: max((c.scores.get("logprob", -math.inf) for c in candidates if group_of(c) == g))),
+        ("first_seen", lambda g: -min(c.index for c in candidates if group_of(c) == g)),
     ]
     remaining = tied
-    for name, key in rules:
-        best = max(key(g) for g in remaining)
-        remaining = [g for g in remaining if key(g) == best]
+    for name, rule in rules:
+        best = max(rule(g) for g in remaining)
+        remaining = [g for g in remaining if rule(g) == best]
         if len(remaining) == 1:
             return Tally(weights, counts, remaining[0], tied, name)
     return Tally(weights, counts, remaining[0], tied, "first_seen")

@@ -37,9 +37,7 @@ async def serve_chat(
     fmt = output(tools, served.codec.tokenizer)
     params = strategy_params(body)
     if params is not None:
-        if tools is not None:
-            raise APIError(400, "tools are served by plain calls; no strategy selects among tool calls yet", param="tools", code="unsupported_strategy")
         question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
-        run = StrategyRun(request, body, served, prompt, question, params, settings, messages)
+        run = StrategyRun(request, body, served, prompt, question, params, settings, messages, tools)
         return await serve_strategy(request, run, body, served, fmt)
     return await serve(request, body, served, [prompt], fmt, settings)

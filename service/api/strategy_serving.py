@@ -1,7 +1,12 @@
 """Serving a request that names a strategy: the strategy runs as one task against a `RequestContext`; the response
 is the chosen candidate as a normal choice, `usage` over every rollout, and the `ponder` report (candidates, scores
 or votes, what was chosen and why, tokens by stage, budget use). A stream sends the strategy's progress as chunks
-with an empty delta and a `ponder` event, then the chosen answer, then the report."""
+with an empty delta and a `ponder` event, then the chosen answer (its tool calls as tool-call deltas, when the
+request has tools), then the report.
+
+A `response_format` or forced `tool_choice` constrains every sample of the request's own prompt; the strategies that
+answer with such a sample keep it, and vote on answers in that form (strategies/ballots.py). The others are a 400
+naming the field."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from fastapi import Request
@@ -21,6 +27,7 @@ from service.api.errors import APIError
 from service.api.protocol import RequestBody
 from service.api.rendering import OutputFormat
 from service.api.serving import NON_STREAM_FLUSH_S, event_stream, open_budget, sampling_for, stream_error, until_disconnected
+from service.api.tools import ToolUse
 from service.engines.pool import EngineUnavailable
 from service.execution.context import RequestContext
 from service.execution.generation import Completion
@@ -30,9 +37,9 @@ from service.settings import Settings
 from service.state.cache import RequestCache
 from service.state.calibration import RedisCalibration
 from service.state.ledger import Entry
-from strategies.base import StrategyInputError, StrategyResult, Task, VerifierSpec
+from strategies.base import AnswerFormat, StrategyInputError, StrategyResult, Task, VerifierSpec
 from strategies.names import split_model_name
-from strategies.registry import STRATEGIES, StrategyParams, check_input, default_params
+from strategies.registry import STRATEGIES, StrategyParams, check_input, default_params, keeps_format
 from verifiers.answers import AnswerGrouper, extract_answer
 from verifiers.sandbox import Sandbox, SandboxUnavailable
 
@@ -49,10 +56,30 @@ def strategy_params(body: RequestBody) -> StrategyParams | None:
     return None if params is None or params.name == "none" else params
 
 
-def task_for(body: RequestBody, text: str) -> Task:
+def task_for(body: RequestBody, text: str, tools: ToolUse | None = None, tokenizer: Any = None) -> Task:
     v = body.verifier
     spec = VerifierSpec(tests=v.tests, entry_point=v.entry_point, reference=v.reference, timeout_s=v.timeout_s) if v else VerifierSpec()
-    return Task(text=text, verifier=spec, temperature=body.temperature, top_p=body.top_p, max_tokens=body.token_limit)
+    return Task(
+        text=text,
+        verifier=spec,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.token_limit,
+        answer_format=answer_format(body, tools, tokenizer),
+    )
+
+
+def answer_format(body: RequestBody, tools: ToolUse | None, tokenizer: Any) -> AnswerFormat:
+    """What the request's samples are: tool calls (read as the response renders them), a JSON document, or text."""
+    if tools is not None:
+
+        def read_calls(text: str) -> list[tuple[str, str]]:
+            return [(str(c["function"]["name"]), c["function"]["arguments"]) for c in tools.calls(text, tokenizer).tool_calls]
+
+        return AnswerFormat("tool_calls", read_calls, must_call=tools.choice != "auto")
+    if body.structured is not None:
+        return AnswerFormat("json")
+    return AnswerFormat()
 
 
 async def grade(result: StrategyResult, reference: str | None, answers: AnswerGrouper) -> None:
@@ -80,21 +107,17 @@ def check_models(params: BaseModel, models: dict[str, ServedModel], at: str = "s
             raise APIError(503, f"{param}: the model {name!r} is not ready yet", param=param, code="engine_unavailable")
 
 
-def check_format(params: BaseModel) -> None:
-    """A strategy keeps `response_format` only where its answer is a sample of the request's own prompt, chosen by
-    a score that does not read the answer as text: best-of-N by score or tests (and Kinetics planning one). Voting
-    reads answers as text, and the other strategies write the final answer from prompts of their own."""
-    name = getattr(params, "name", "none")
-    selects = getattr(params, "select", None)
-    composed = getattr(params, "rollout", None)
-    inner = getattr(params, "inner", "best_of_n")
-    if name in ("best_of_n", "kinetics") and selects != "weighted_majority" and composed is None and inner == "best_of_n":
+def check_format(params: BaseModel, field: str) -> None:
+    """`field` (response_format, tools) is kept only by a strategy whose answer is a sample of the request's own
+    prompt, where the engine holds every sample to it (`keeps_format`)."""
+    if keeps_format(params):
         return
+    name = getattr(params, "name", "none")
     raise APIError(
         400,
-        f"response_format is kept by best_of_n (select by logprob, self_certainty or code_tests) and by kinetics with inner best_of_n; "
-        f"strategy {name!r} as asked would not keep it",
-        param="response_format",
+        f"{field} is kept by majority, best_of_n, ahead_by_k, kinetics and auto, which answer with a sample of the request's own prompt "
+        f"(not with early_stop probe, nor over rollouts of rtv, pdr or atts); strategy {name!r} as asked writes its answer from prompts of its own",
+        param=field,
         code="unsupported_strategy",
     )
 
@@ -112,6 +135,7 @@ class StrategyRun:
         params: StrategyParams,
         settings: Settings,
         messages: list[dict[str, str]] | None = None,
+        tools: ToolUse | None = None,
     ) -> None:
         if body.n != 1:
             raise APIError(400, "n must be 1 with a strategy; the strategy's own `n` sets how many samples it draws", param="n", code="invalid_value")
@@ -120,11 +144,14 @@ class StrategyRun:
         self.budget = open_budget(body.budget, settings)
         self.logprobs_k = body.logprobs_k
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        sampling = sampling_for(body, [prompt], served, self.logprobs_k)
+        if tools is not None and tools.structured is not None:  # a forced call: every sample of the prompt makes one
+            sampling = replace(sampling, structured=tools.structured)
         self.ctx = RequestContext(
             served=served,
             request_id=self.request_id,
             prompt=prompt,
-            task=task_for(body, text),
+            task=task_for(body, text, tools, served.codec.tokenizer),
             budget=self.budget,
             answers=request.app.state.answers,
             sandbox=request.app.state.sandbox,
@@ -134,7 +161,7 @@ class StrategyRun:
             calibration=RedisCalibration(request.app.state.redis, settings.calibration.window, settings.calibration.question_ttl_s),
             models=request.app.state.models,
             messages=messages,
-            base_sampling=sampling_for(body, [prompt], served, self.logprobs_k),
+            base_sampling=sampling,
             flush_interval_s=0.0 if body.stream else NON_STREAM_FLUSH_S,
             on_event=self.events.put_nowait if body.stream else None,
         )
@@ -144,7 +171,9 @@ class StrategyRun:
         self.started = time.monotonic()
         check_models(params, request.app.state.models)
         if body.structured is not None:
-            check_format(params)
+            check_format(params, "response_format")
+        if tools is not None:
+            check_format(params, "tools")
         try:
             check_input(self.ctx.task, params)
         except StrategyInputError as exc:
@@ -251,14 +280,20 @@ async def stream_strategy(
                 getter.cancel()
         result = task.result()
         answer = run.choice(result)
-        delta = CompletionDelta(index=0, text=answer.text, token_ids=answer.token_ids, logprobs=answer.logprobs)
         run.entry.first_token()
-        yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs)])
-        yield chunk([empty(answer.finish_reason)])
+        finish_reason = answer.finish_reason
+        if fmt.tools is not None:  # the chosen sample's calls, whole, as tool-call deltas with its finish reason
+            called = fmt.tool_call_choice(answer)
+            finish_reason = called["finish_reason"]
+            yield chunk([called])
+        else:
+            delta = CompletionDelta(index=0, text=answer.text, token_ids=answer.token_ids, logprobs=answer.logprobs)
+            yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs)])
+            yield chunk([empty(answer.finish_reason)])
         final: dict[str, Any] = {"ponder": run.report(result)}
         if include_usage:
             final["usage"] = run.ctx.usage.as_openai()
-        run.entry.done(answer.finish_reason, final["ponder"], final["ponder"]["correct"])
+        run.entry.done(finish_reason, final["ponder"], final["ponder"]["correct"])
         yield chunk([], **final)
         yield {"data": "[DONE]"}
     except (EngineUnavailable, EngineRequestError) as exc:

@@ -133,7 +133,7 @@ def test_best_of_n_samples_inside_the_schema(client: OpenAI) -> None:
     ("kwargs", "param"),
     [
         ({"response_format": schema_format({"type": "integer", "minimum": "zero"})}, "response_format.json_schema.schema"),
-        ({"response_format": schema_format(ANSWER_SCHEMA), "extra_body": {"strategy": {"name": "majority"}}}, "response_format"),
+        ({"response_format": schema_format(ANSWER_SCHEMA), "extra_body": {"strategy": {"name": "pdr"}}}, "response_format"),
         ({"response_format": {"type": "json_object"}, "extra_body": {"strategy": {"name": "rtv"}}}, "response_format"),
         ({"logit_bias": {"99999999": 5}}, "logit_bias"),
         ({"extra_body": {"chat_template_kwargs": {"chat_template": "{{ 1 }}"}}}, "chat_template_kwargs"),
@@ -251,7 +251,7 @@ def test_a_streamed_tool_call_arrives_as_tool_call_deltas(client: OpenAI) -> Non
     [
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "launch"}}}, "tool_choice"),
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"tools": [WEATHER], "extra_body": {"strategy": {"name": "majority"}}}, "tools"),
+        ({"tools": [WEATHER], "extra_body": {"strategy": {"name": "rtv"}}}, "tools"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}]}, "tools[0].function.parameters"),
     ],
 )

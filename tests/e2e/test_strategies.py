@@ -54,7 +54,16 @@ def test_majority_votes_over_equivalent_answers(client: OpenAI) -> None:
     ponder = ponder_of(response)
     assert_accounting(response, ponder, 6)
     assert len(response.choices) == 1 and response.choices[0].finish_reason in ("stop", "length")
-    assert ponder["strategy"] == {"name": "majority", "n": 6, "temperature": 0.6, "top_p": None, "weight": "none", "rollout": None, "early_stop": None}
+    assert ponder["strategy"] == {
+        "name": "majority",
+        "n": 6,
+        "temperature": 0.6,
+        "top_p": None,
+        "weight": "none",
+        "rollout": None,
+        "early_stop": None,
+        "vote_on": None,
+    }
     tally = ponder["selection"]["tally"]
     voters = [c for c in ponder["candidates"] if c["group"] is not None]
     assert sum(row["votes"] for row in tally) == len(voters)
