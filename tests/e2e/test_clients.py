@@ -46,6 +46,25 @@ async def test_an_agent_calls_its_tool_and_answers(aclient: AsyncOpenAI) -> None
     assert isinstance(result.final_output, str) and result.final_output
 
 
+async def test_an_agent_runs_on_a_strategy_preset(aclient: AsyncOpenAI) -> None:
+    """`<model>@<preset>` is all an agent framework can set: each of the agent's turns is then a majority vote (the
+    test server's `quick-vote` preset: three samples), over tool calls on the first turn."""
+    agent = Agent(
+        name="weather",
+        instructions="You answer questions about the weather.",
+        tools=[get_weather],
+        model=OpenAIResponsesModel(model=f"{MODEL}@quick-vote", openai_client=aclient),
+        model_settings=ModelSettings(tool_choice="get_weather", max_tokens=32),
+    )
+    result = await Runner.run(agent, "What is the weather in Oslo?", max_turns=4)
+    assert [i.raw_item.name for i in result.new_items if isinstance(i, ToolCallItem)] == ["get_weather"]
+    assert isinstance(result.final_output, str)
+    for turn in result.raw_responses:
+        assert turn.response_id is not None
+        ponder = (await aclient.responses.retrieve(turn.response_id)).model_extra["ponder"]
+        assert ponder["strategy"]["name"] == "majority" and ponder["rollouts"] == 3
+
+
 def langchain_model(server: Server) -> ChatOpenAI:
     return ChatOpenAI(model=MODEL, base_url=server.api, api_key="none", temperature=0, max_tokens=64, max_retries=0)
 
