@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from tests.e2e.test_strategies import ponder_of
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2-135m"
-FAMILY = "evidencee2e"
+# A family of this session's own: the server's Redis (and its ledger, whose graded records stay) outlives a test run.
+FAMILY = f"evidence{uuid.uuid4().hex[:8]}"
 RUN = f"accuracy-{FAMILY}-20261205T000000Z"
 SHIPPED = ROOT / "service" / "planning" / "reference" / "accuracy-arithmetic-20261123T132821Z.json"
 
