@@ -173,6 +173,9 @@ def sampling_for(body: RequestBody, prompts: list[list[int]], served: ServedMode
             code="context_length_exceeded",
         )
     defaults = served.defaults
+    max_tokens = limit or min(defaults.max_tokens, room)
+    if body.min_tokens > max_tokens:
+        raise APIError(400, f"min_tokens ({body.min_tokens}) exceeds the token limit of this request ({max_tokens})", param="min_tokens", code="invalid_value")
     return SamplingSpec(
         n=body.n,
         temperature=defaults.temperature if body.temperature is None else body.temperature,
@@ -180,7 +183,7 @@ def sampling_for(body: RequestBody, prompts: list[list[int]], served: ServedMode
         top_k=max(defaults.top_k if body.top_k is None else body.top_k, 0),
         min_p=defaults.min_p if body.min_p is None else body.min_p,
         repetition_penalty=defaults.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
-        max_tokens=limit or min(defaults.max_tokens, room),
+        max_tokens=max_tokens,
         min_tokens=body.min_tokens,
         logit_bias=logit_bias(body, served.codec.vocab_size),
         structured=body.structured,

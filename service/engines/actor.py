@@ -77,11 +77,12 @@ class EngineActor:
     async def generate(self, request_id: str, prompt_token_ids: list[int], sampling: SamplingSpec, flush_interval_s: float = 0.0) -> AsyncIterator[EngineChunk]:
         """`flush_interval_s` > 0 holds output back for up to that long (never past the end of the request): a caller
         that does not stream to a client needs far fewer Ray objects, and every one costs CPU the engine shares."""
+        from vllm.exceptions import VLLMClientError
         from vllm.inputs import TokensPrompt
 
         try:
             params = _sampling_params(sampling)
-        except ValueError as exc:
+        except (ValueError, VLLMClientError) as exc:  # the request's fault: vLLM's own validation says why
             raise EngineRequestError(str(exc)) from None
         queue: asyncio.Queue[Any] = asyncio.Queue()
 

@@ -158,7 +158,8 @@ class RequestContext:
             n=n,
             temperature=temperature,
             top_p=top_p,
-            max_tokens=min(max_tokens or self.base_sampling.max_tokens, self.base_sampling.max_tokens),
+            max_tokens=(cap := min(max_tokens or self.base_sampling.max_tokens, self.base_sampling.max_tokens)),
+            min_tokens=min(self.base_sampling.min_tokens, cap),
             logprobs=max(logprobs, wanted or 0) if logprobs is not None else wanted,
             # The request's response_format constrains samples of its own prompt, never a strategy's own prompts.
             structured=self.base_sampling.structured if of_task else None,

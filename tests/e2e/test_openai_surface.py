@@ -138,6 +138,7 @@ def test_best_of_n_samples_inside_the_schema(client: OpenAI) -> None:
         ({"logit_bias": {"99999999": 5}}, "logit_bias"),
         ({"extra_body": {"chat_template_kwargs": {"chat_template": "{{ 1 }}"}}}, "chat_template_kwargs"),
         ({"extra_body": {"top_k": -2}}, "top_k"),
+        ({"extra_body": {"min_tokens": 9}}, "min_tokens"),
     ],
 )
 def test_bad_fields_are_a_400_naming_them(client: OpenAI, kwargs: dict, param: str) -> None:
