@@ -2,7 +2,8 @@
 
 A forced choice (`required`, or a named function) is generated inside a JSON schema by the engine's structured
 outputs, so it always parses: a named function's output is its arguments object, `required` an array of
-`{"name", "parameters"}` (one item when `parallel_tool_calls` is false). `auto` lets the model choose, and the
+`{"name", "parameters"}` (one item when `parallel_tool_calls` is false). A forced choice outranks a JSON
+`response_format`, which governs only text the model writes instead of calls (an agent's final turn, say). `auto` lets the model choose, and the
 served model's tool parser (one of vLLM's, named by `tool_parser` in PONDER_MODELS) reads the calls out of its text.
 """
 
@@ -138,8 +139,6 @@ def tool_use(body: ChatCompletionRequest, served: ServedModel) -> ToolUse | None
             param="tool_choice",
             code="invalid_value",
         )
-    if body.response_format is not None and body.structured is not None and choice not in (None, "auto"):
-        raise APIError(400, "a forced tool_choice and a JSON response_format cannot both constrain the output", param="tool_choice", code="invalid_value")
     mode = "named" if isinstance(choice, NamedToolChoice) else (choice or "auto")
     named = choice.function.name if isinstance(choice, NamedToolChoice) else None
     return ToolUse(list(body.tools), mode, named, body.parallel_tool_calls, served.tool_parser, served.spec.name)

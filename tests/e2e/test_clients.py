@@ -46,19 +46,25 @@ async def test_an_agent_calls_its_tool_and_answers(aclient: AsyncOpenAI) -> None
     assert isinstance(result.final_output, str) and result.final_output
 
 
+class Forecast(BaseModel):
+    sunny: bool
+
+
 async def test_an_agent_runs_on_a_strategy_preset(aclient: AsyncOpenAI) -> None:
     """`<model>@<preset>` is all an agent framework can set: each of the agent's turns is then a majority vote (the
-    test server's `quick-vote` preset: three samples), over tool calls on the first turn."""
+    test server's `quick-vote` preset: three samples), over tool calls on the first turn and over the structured
+    answer (canonical JSON) on the last; the schema keeps each sample short enough for the preset's budget."""
     agent = Agent(
         name="weather",
         instructions="You answer questions about the weather.",
         tools=[get_weather],
+        output_type=Forecast,
         model=OpenAIResponsesModel(model=f"{MODEL}@quick-vote", openai_client=aclient),
-        model_settings=ModelSettings(tool_choice="get_weather", max_tokens=32),
+        model_settings=ModelSettings(tool_choice="get_weather", max_tokens=48),
     )
-    result = await Runner.run(agent, "What is the weather in Oslo?", max_turns=4)
+    result = await Runner.run(agent, "Is it sunny in Oslo?", max_turns=4)
     assert [i.raw_item.name for i in result.new_items if isinstance(i, ToolCallItem)] == ["get_weather"]
-    assert isinstance(result.final_output, str)
+    assert isinstance(result.final_output, Forecast)
     for turn in result.raw_responses:
         assert turn.response_id is not None
         ponder = (await aclient.responses.retrieve(turn.response_id)).model_extra["ponder"]
