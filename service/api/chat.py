@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -20,12 +19,12 @@ from service.api.tools import ToolUse, tool_use
 from service.settings import Settings
 
 
-def chat_format(tools: ToolUse | None, tokenizer: Any) -> OutputFormat:
-    return OutputFormat(chat=True, tools=tools, tokenizer=tokenizer)
+def chat_format(tools: ToolUse | None) -> OutputFormat:
+    return OutputFormat(chat=True, tools=tools)
 
 
 async def serve_chat(
-    request: Request, body: ChatCompletionRequest, settings: Settings, output: Callable[[ToolUse | None, Any], OutputFormat] = chat_format
+    request: Request, body: ChatCompletionRequest, settings: Settings, output: Callable[[ToolUse | None], OutputFormat] = chat_format
 ) -> Response:
     served = resolve_model(body, request.app.state.models, request.app.state.presets)
     tools = tool_use(body, served)
@@ -34,7 +33,7 @@ async def serve_chat(
         prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs, tools.rendered_tools if tools else None)
     except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
         raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
-    fmt = output(tools, served.codec.tokenizer)
+    fmt = output(tools)
     params = strategy_params(body)
     if params is not None:
         question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())

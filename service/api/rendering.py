@@ -12,6 +12,10 @@ from compute.protocol import CompletionDelta, TokenLogprob
 from service.api.tools import ToolUse
 from service.execution.generation import Completion
 
+# What a logprob of -inf (a token that structured outputs masked out) is shown as: JSON has no infinity, and vLLM's
+# own server shows the same floor.
+LOGPROB_FLOOR = -9999.0
+
 
 @dataclass
 class OutputFormat:
@@ -20,7 +24,6 @@ class OutputFormat:
 
     chat: bool
     tools: ToolUse | None = None
-    tokenizer: Any = None
 
     @property
     def object(self) -> str:
@@ -37,7 +40,7 @@ class OutputFormat:
     def choice(self, completion: Completion, with_logprobs: bool) -> dict[str, Any]:
         logprobs = self.logprobs(completion.logprobs, 0) if with_logprobs else None
         if self.chat and self.tools is not None:
-            calls = self.tools.calls(completion.text, self.tokenizer)
+            calls = self.tools.calls(completion.text)
             message: dict[str, Any] = {"role": "assistant", "content": calls.content}
             if calls.tool_calls:
                 message["tool_calls"] = calls.tool_calls
@@ -63,7 +66,7 @@ class OutputFormat:
         """A streamed completion's tool calls, sent whole once the completion ends (a call is only known to be one
         once it parses)."""
         assert self.tools is not None
-        calls = self.tools.calls(completion.text, self.tokenizer)
+        calls = self.tools.calls(completion.text)
         delta: dict[str, Any] = {"content": calls.content} if calls.content else {}
         if calls.tool_calls:
             delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(calls.tool_calls)]
@@ -82,9 +85,9 @@ class OutputFormat:
                 "content": [
                     {
                         "token": t.token,
-                        "logprob": t.logprob,
+                        "logprob": shown(t.logprob),
                         "bytes": list(t.token.encode()),
-                        "top_logprobs": [{"token": tok, "logprob": lp, "bytes": list(tok.encode())} for tok, lp in t.top],
+                        "top_logprobs": [{"token": tok, "logprob": shown(lp), "bytes": list(tok.encode())} for tok, lp in t.top],
                     }
                     for t in tokens
                 ]
@@ -95,7 +98,11 @@ class OutputFormat:
             position += len(t.token)
         return {
             "tokens": [t.token for t in tokens],
-            "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) for t in tokens],
+            "token_logprobs": [shown(t.logprob) for t in tokens],
+            "top_logprobs": [{tok: shown(lp) for tok, lp in t.top} for t in tokens],
             "text_offset": offsets,
         }
+
+
+def shown(logprob: float) -> float:
+    return max(logprob, LOGPROB_FLOOR)

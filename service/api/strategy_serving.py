@@ -56,7 +56,7 @@ def strategy_params(body: RequestBody) -> StrategyParams | None:
     return None if params is None or params.name == "none" else params
 
 
-def task_for(body: RequestBody, text: str, tools: ToolUse | None = None, tokenizer: Any = None) -> Task:
+def task_for(body: RequestBody, text: str, tools: ToolUse | None = None) -> Task:
     v = body.verifier
     spec = VerifierSpec(tests=v.tests, entry_point=v.entry_point, reference=v.reference, timeout_s=v.timeout_s) if v else VerifierSpec()
     return Task(
@@ -65,16 +65,16 @@ def task_for(body: RequestBody, text: str, tools: ToolUse | None = None, tokeniz
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.token_limit,
-        answer_format=answer_format(body, tools, tokenizer),
+        answer_format=answer_format(body, tools),
     )
 
 
-def answer_format(body: RequestBody, tools: ToolUse | None, tokenizer: Any) -> AnswerFormat:
+def answer_format(body: RequestBody, tools: ToolUse | None) -> AnswerFormat:
     """What the request's samples are: tool calls (read as the response renders them), a JSON document, or text."""
     if tools is not None:
 
         def read_calls(text: str) -> list[tuple[str, str]]:
-            return [(str(c["function"]["name"]), c["function"]["arguments"]) for c in tools.calls(text, tokenizer).tool_calls]
+            return [(str(c["function"]["name"]), c["function"]["arguments"]) for c in tools.calls(text).tool_calls]
 
         return AnswerFormat("tool_calls", read_calls, must_call=tools.choice != "auto")
     if body.structured is not None:
@@ -151,7 +151,7 @@ class StrategyRun:
             served=served,
             request_id=self.request_id,
             prompt=prompt,
-            task=task_for(body, text, tools, served.codec.tokenizer),
+            task=task_for(body, text, tools),
             budget=self.budget,
             answers=request.app.state.answers,
             sandbox=request.app.state.sandbox,

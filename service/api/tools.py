@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from compute.protocol import Structured
@@ -41,6 +42,8 @@ class ToolUse:
     parser: Any
     """A vLLM ToolParser class, for `auto`."""
     model: str
+    tokenizer: Any
+    """The served model's, which vLLM's parsers read the text with."""
 
     @property
     def rendered_tools(self) -> list[dict[str, Any]]:
@@ -70,7 +73,7 @@ class ToolUse:
         function = next(t.function for t in self.tools if t.function.name == name)
         return function.parameters or {"type": "object"}
 
-    def calls(self, text: str, tokenizer: Any) -> Calls:
+    def calls(self, text: str) -> Calls:
         """Model output is hostile input: what does not parse as the calls asked for stays text, never a call."""
         if self.choice == "named":
             arguments = _json(text)
@@ -80,13 +83,21 @@ class ToolUse:
             if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
                 return Calls(text, [])
             return Calls(None, [call(i["name"], json.dumps(i.get("parameters", {}), ensure_ascii=False)) for i in items])
-        return self._parsed(text, tokenizer)
+        return self._parsed(text)
 
-    def _parsed(self, text: str, tokenizer: Any) -> Calls:
+    @cached_property
+    def _parser_request(self) -> Any:
+        """The vLLM request a parser reads the declared tools from: built once, though a strategy reads every sample."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VLLMRequest
 
-        request = VLLMRequest.model_validate({"model": self.model, "messages": [], "tools": self.rendered_tools, "tool_choice": "auto"})
-        extracted = self.parser(tokenizer).extract_tool_calls(text, request)
+        return VLLMRequest.model_validate({"model": self.model, "messages": [], "tools": self.rendered_tools, "tool_choice": "auto"})
+
+    @cached_property
+    def _parser(self) -> Any:
+        return self.parser(self.tokenizer)
+
+    def _parsed(self, text: str) -> Calls:
+        extracted = self._parser.extract_tool_calls(text, self._parser_request)
         known = {t.function.name for t in self.tools}
         found = [c for c in extracted.tool_calls if c.function.name in known] if extracted.tools_called else []
         if not found:
@@ -141,4 +152,4 @@ def tool_use(body: ChatCompletionRequest, served: ServedModel) -> ToolUse | None
         )
     mode = "named" if isinstance(choice, NamedToolChoice) else (choice or "auto")
     named = choice.function.name if isinstance(choice, NamedToolChoice) else None
-    return ToolUse(list(body.tools), mode, named, body.parallel_tool_calls, served.tool_parser, served.spec.name)
+    return ToolUse(list(body.tools), mode, named, body.parallel_tool_calls, served.tool_parser, served.spec.name, served.codec.tokenizer)

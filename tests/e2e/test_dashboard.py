@@ -36,8 +36,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 REAL_RUN = "accuracy-arithmetic-20261123T132821Z"
 IMPORTED_RUN = "accuracy-tiny-20261201T000000Z"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/install_browser.sh")
-
 
 @dataclass
 class LightServer:
@@ -81,6 +79,8 @@ def light_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"no {CHROMIUM}: run scripts/install_browser.sh (scripts/install_test_tools.sh does)")
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM))
         yield chromium

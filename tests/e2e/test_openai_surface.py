@@ -14,17 +14,11 @@ from pydantic import BaseModel
 from transformers import AutoTokenizer
 
 from tests.conftest import Server
+from tests.e2e.payloads import ANSWER_SCHEMA, ASK_WEATHER, MODEL, TIME, WEATHER, schema_format
 
 pytestmark = pytest.mark.slow
 
-MODEL = "smollm2-135m"
 QUESTION = [{"role": "user", "content": "2+2?"}]
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {"answer": {"type": "integer"}, "unit": {"type": "string", "enum": ["apples", "pears"]}},
-    "required": ["answer", "unit"],
-    "additionalProperties": False,
-}
 DEFAULT_MAX_TOKENS = 1024
 
 
@@ -35,10 +29,6 @@ class Sum(BaseModel):
 @pytest.fixture(scope="module")
 def tokenizer(server: Server):
     return AutoTokenizer.from_pretrained(server.state_dir / "models" / MODEL)
-
-
-def schema_format(schema: dict) -> dict:
-    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
 def test_the_quick_start_answers_with_the_models_defaults(client: OpenAI) -> None:
@@ -155,25 +145,6 @@ def test_chat_template_kwargs_reach_the_template(client: OpenAI) -> None:
     )
     assert given.choices[0].message.content == plain.choices[0].message.content
     assert given.usage.prompt_tokens == plain.usage.prompt_tokens
-
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "The local time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 def test_a_named_tool_choice_is_a_call_of_that_function(client: OpenAI) -> None:

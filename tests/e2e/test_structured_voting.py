@@ -14,38 +14,12 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.e2e.payloads import ANSWER_SCHEMA, ASK_WEATHER, MODEL, TIME, WEATHER, schema_format
+
 pytestmark = pytest.mark.slow
 
-MODEL = "smollm2-135m"
 APPLES = [{"role": "user", "content": "I have 3 apples. Reply in JSON."}]
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {"answer": {"type": "integer"}, "unit": {"type": "string", "enum": ["apples", "pears"]}},
-    "required": ["answer", "unit"],
-    "additionalProperties": False,
-}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "The local time in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False},
-    },
-}
-ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
-
-
-def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
 
 def canonical(value: Any) -> str:

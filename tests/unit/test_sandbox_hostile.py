@@ -53,7 +53,7 @@ def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     limits = LIMITS
     if launch == "bwrap-userns":
         if not SYSTEM_PYTHON.exists():
-            pytest.skip(f"the userns launch of a root server needs an interpreter its uid can read; {SYSTEM_PYTHON} is missing")
+            pytest.fail(f"the userns launch of a root server needs an interpreter its uid can read; {SYSTEM_PYTHON} is missing (apt-get install python3)")
         limits = LIMITS.model_copy(update={"python": SYSTEM_PYTHON})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(isolation, "_launches", lambda allow_unisolated: [launch])

@@ -25,7 +25,7 @@ from strategies.majority import MajorityParams, check, majority
 from strategies.registry import STRATEGY_PARAMS, keeps_format
 from strategies.stopping import AdaptiveStop
 from tests.unit.fakes import TASK, FakeContext
-from tests.unit.test_tools import hermes, use, word_tokenizer
+from tests.unit.test_tools import hermes, use
 
 JSON = Task(text="q", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None, answer_format=AnswerFormat("json"))
 ASK = {"model": "m", "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}
@@ -34,7 +34,7 @@ ASK = {"model": "m", "messages": [{"role": "user", "content": "What is the weath
 def tool_task(choice: str, named: str | None = None, parallel: bool = True) -> Task:
     """A task whose samples' calls are read as the gateway reads them: `ToolUse.calls` through `answer_format`."""
     body = ChatCompletionRequest.model_validate(ASK)
-    fmt = answer_format(body, use(choice, parallel, named), word_tokenizer())
+    fmt = answer_format(body, use(choice, parallel, named))
     return Task(text="q", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None, answer_format=fmt)
 
 
@@ -204,9 +204,9 @@ def test_which_strategies_keep_the_requests_format(params: dict[str, Any], keeps
 
 def test_the_gateway_reads_the_answer_format_from_the_request() -> None:
     schema = {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}
-    assert answer_format(ChatCompletionRequest.model_validate(ASK), None, None) == AnswerFormat()
-    assert answer_format(ChatCompletionRequest.model_validate({**ASK, "response_format": schema}), None, None).kind == "json"
-    assert answer_format(ChatCompletionRequest.model_validate({**ASK, "response_format": {"type": "text"}}), None, None).kind == "text"
+    assert answer_format(ChatCompletionRequest.model_validate(ASK), None) == AnswerFormat()
+    assert answer_format(ChatCompletionRequest.model_validate({**ASK, "response_format": schema}), None).kind == "json"
+    assert answer_format(ChatCompletionRequest.model_validate({**ASK, "response_format": {"type": "text"}}), None).kind == "text"
     named, auto_ = tool_task("named", "get_weather").answer_format, tool_task("auto").answer_format
     assert named.kind == auto_.kind == "tool_calls" and named.must_call and not auto_.must_call
     assert named.read_calls is not None and named.read_calls('{"city": "Paris"}') == [("get_weather", '{"city": "Paris"}')]

@@ -76,8 +76,8 @@ async def create_response(request: Request) -> Response:
         except RedisError as exc:  # the answer still goes out; only continuing from it is lost, and said so
             log.warning("response %s not stored: %s", response_id, exc)
 
-    def output(tools: ToolUse | None, tokenizer: Any) -> ResponsesFormat:
-        return ResponsesFormat(chat=True, tools=tools, tokenizer=tokenizer, request=body, response_id=response_id, store=keep if body.store else None)
+    def output(tools: ToolUse | None) -> ResponsesFormat:
+        return ResponsesFormat(chat=True, tools=tools, request=body, response_id=response_id, store=keep if body.store else None)
 
     try:
         return await serve_chat(request, chat, settings, output)
