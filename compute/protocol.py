@@ -28,6 +28,8 @@ class SamplingSpec:
     min_tokens: int = 0
     logit_bias: tuple[tuple[int, float], ...] = ()
     structured: Structured | None = None
+    thinking_budget: int | None = None
+    """A reasoning model's think block is closed after this many tokens of it, and the answer follows."""
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     """Top log-probabilities returned per generated token (0: the sampled token's only; None: none)."""

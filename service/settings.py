@@ -52,6 +52,9 @@ class ModelSpec(BaseModel):
     sampling: SamplingDefaults = Field(default_factory=SamplingDefaults, description="defaults over the model's generation_config.json")
     chat_template: Path | None = Field(None, description="a Jinja chat template in place of the model's own (the packaged model's renders tools)")
     tool_parser: str | None = Field(None, description="vLLM's tool parser for tool_choice auto (hermes, llama3_json, ...); the packaged model's is hermes")
+    reasoning_parser: str | None = Field(
+        None, description="vLLM's reasoning parser (deepseek_r1, qwen3, ...) or Ponder's think_tags; the packaged model's is think_tags"
+    )
 
 
 class BudgetDefaults(BaseModel):

@@ -51,6 +51,7 @@ class Ballots:
 
     def cast(self, text: str) -> Ballot | None:
         """A sample's ballot, or None when it has no vote."""
+        text = self.format.answer_part(text)
         kind = self.format.kind
         if kind == "json":
             canonical = canonical_json(text) if self.pointer is None else pointed_json(text, self.pointer)

@@ -87,6 +87,11 @@ class AnswerFormat:
     must_call: bool = False
     """tool_calls: the request forced a call (`required` or a named function), so a sample without one has no vote;
     otherwise (`auto`) such a sample votes with the final answer of its text."""
+    final: Callable[[str], str] | None = None
+    """A reasoning model's sample: its answer after the think block (the reasoning never votes); None: all of it."""
+
+    def answer_part(self, text: str) -> str:
+        return self.final(text) if self.final is not None else text
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from service.api.errors import APIError
 from service.api.protocol import ChatCompletionRequest
+from service.api.reasoning import Reasoning, thinking
 from service.api.rendering import OutputFormat
 from service.api.serving import resolve_model, serve
 from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params
@@ -19,24 +20,26 @@ from service.api.tools import ToolUse, tool_use
 from service.settings import Settings
 
 
-def chat_format(tools: ToolUse | None) -> OutputFormat:
-    return OutputFormat(chat=True, tools=tools)
+def chat_format(tools: ToolUse | None, reasoning: Reasoning | None) -> OutputFormat:
+    return OutputFormat(chat=True, tools=tools, reasoning=reasoning)
 
 
 async def serve_chat(
-    request: Request, body: ChatCompletionRequest, settings: Settings, output: Callable[[ToolUse | None], OutputFormat] = chat_format
+    request: Request, body: ChatCompletionRequest, settings: Settings, output: Callable[[ToolUse | None, Reasoning | None], OutputFormat] = chat_format
 ) -> Response:
     served = resolve_model(body, request.app.state.models, request.app.state.presets)
     tools = tool_use(body, served)
+    asked = thinking(body, served)
     messages = [m.rendered() for m in body.messages]
     try:
-        prompt = await asyncio.to_thread(served.codec.chat, messages, body.chat_template_kwargs, tools.rendered_tools if tools else None)
+        prompt = await asyncio.to_thread(served.codec.chat, messages, asked.template_vars, tools.rendered_tools if tools else None)
     except Exception as exc:  # a template that rejects the conversation (e.g. roles out of order)
         raise APIError(400, f"messages could not be rendered with the chat template: {exc}", param="messages", code="invalid_messages") from exc
-    fmt = output(tools)
+    reasoning = Reasoning(served.reasoning_parser, served.codec.tokenizer, prompt, asked) if served.reasoning_parser is not None else None
+    fmt = output(tools, reasoning)
     params = strategy_params(body)
     if params is not None:
         question = next((m.text() for m in reversed(body.messages) if m.role == "user"), body.messages[-1].text())
-        run = StrategyRun(request, body, served, prompt, question, params, settings, messages, tools)
+        run = StrategyRun(request, body, served, prompt, question, params, settings, messages, tools, reasoning)
         return await serve_strategy(request, run, body, served, fmt)
     return await serve(request, body, served, [prompt], fmt, settings)

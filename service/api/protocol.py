@@ -263,6 +263,10 @@ class ChatCompletionRequest(SamplingFields):
     tools: Annotated[list[Tool], Field(min_length=1, max_length=128)] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = Field(
+        None, description="a reasoning model thinks (unless none), for at most EFFORT_BUDGET tokens unless thinking_token_budget says"
+    )
+    thinking_token_budget: int | None = Field(None, ge=1, description="vLLM extension: the think block is closed after this many tokens")
 
     @field_validator("chat_template_kwargs")
     @classmethod

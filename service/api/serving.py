@@ -21,6 +21,7 @@ from service.api.errors import APIError, error_body, from_validation_error
 from service.api.presets import Preset
 from service.api.protocol import Budget as BudgetRequest
 from service.api.protocol import ChatCompletionRequest, RequestBody
+from service.api.reasoning import held_to_budget
 from service.api.rendering import OutputFormat
 from service.budget import Budget
 from service.engines.pool import EngineUnavailable
@@ -218,6 +219,7 @@ async def serve(
     sampling = sampling_for(body, prompts, served, logprobs_k)
     if fmt.tools is not None and fmt.tools.structured is not None:
         sampling = replace(sampling, structured=fmt.tools.structured)
+    sampling = held_to_budget(sampling, fmt.reasoning)
     run = MeteredRun(
         served.pool,
         request_id,

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from compute.protocol import CompletionDelta, EngineRequestError, TokenLogprob
 from service.api.errors import APIError
 from service.api.protocol import RequestBody
+from service.api.reasoning import Reasoning, held_to_budget
 from service.api.rendering import OutputFormat
 from service.api.serving import NON_STREAM_FLUSH_S, event_stream, open_budget, sampling_for, stream_error, until_disconnected
 from service.api.tools import ToolUse
@@ -56,7 +57,7 @@ def strategy_params(body: RequestBody) -> StrategyParams | None:
     return None if params is None or params.name == "none" else params
 
 
-def task_for(body: RequestBody, text: str, tools: ToolUse | None = None) -> Task:
+def task_for(body: RequestBody, text: str, tools: ToolUse | None = None, reasoning: Reasoning | None = None) -> Task:
     v = body.verifier
     spec = VerifierSpec(tests=v.tests, entry_point=v.entry_point, reference=v.reference, timeout_s=v.timeout_s) if v else VerifierSpec()
     return Task(
@@ -65,21 +66,23 @@ def task_for(body: RequestBody, text: str, tools: ToolUse | None = None) -> Task
         temperature=body.temperature,
         top_p=body.top_p,
         max_tokens=body.token_limit,
-        answer_format=answer_format(body, tools),
+        answer_format=answer_format(body, tools, reasoning),
     )
 
 
-def answer_format(body: RequestBody, tools: ToolUse | None) -> AnswerFormat:
-    """What the request's samples are: tool calls (read as the response renders them), a JSON document, or text."""
+def answer_format(body: RequestBody, tools: ToolUse | None, reasoning: Reasoning | None = None) -> AnswerFormat:
+    """What the request's samples are: tool calls (read as the response renders them), a JSON document, or text;
+    after a reasoning model's think block, which never votes."""
+    final = reasoning.answer if reasoning is not None else None
     if tools is not None:
 
         def read_calls(text: str) -> list[tuple[str, str]]:
             return [(str(c["function"]["name"]), c["function"]["arguments"]) for c in tools.calls(text).tool_calls]
 
-        return AnswerFormat("tool_calls", read_calls, must_call=tools.choice != "auto")
+        return AnswerFormat("tool_calls", read_calls, must_call=tools.choice != "auto", final=final)
     if body.structured is not None:
-        return AnswerFormat("json")
-    return AnswerFormat()
+        return AnswerFormat("json", final=final)
+    return AnswerFormat(final=final)
 
 
 async def grade(result: StrategyResult, reference: str | None, answers: AnswerGrouper) -> None:
@@ -136,6 +139,7 @@ class StrategyRun:
         settings: Settings,
         messages: list[dict[str, str]] | None = None,
         tools: ToolUse | None = None,
+        reasoning: Reasoning | None = None,
     ) -> None:
         if body.n != 1:
             raise APIError(400, "n must be 1 with a strategy; the strategy's own `n` sets how many samples it draws", param="n", code="invalid_value")
@@ -147,11 +151,12 @@ class StrategyRun:
         sampling = sampling_for(body, [prompt], served, self.logprobs_k)
         if tools is not None and tools.structured is not None:  # a forced call: every sample of the prompt makes one
             sampling = replace(sampling, structured=tools.structured)
+        sampling = held_to_budget(sampling, reasoning)
         self.ctx = RequestContext(
             served=served,
             request_id=self.request_id,
             prompt=prompt,
-            task=task_for(body, text, tools),
+            task=task_for(body, text, tools, reasoning),
             budget=self.budget,
             answers=request.app.state.answers,
             sandbox=request.app.state.sandbox,
@@ -174,6 +179,8 @@ class StrategyRun:
             check_format(params, "response_format")
         if tools is not None:
             check_format(params, "tools")
+        if reasoning is not None and reasoning.thinking.asked_by is not None:
+            check_format(params, reasoning.thinking.asked_by)
         try:
             check_input(self.ctx.task, params)
         except StrategyInputError as exc:
@@ -288,7 +295,7 @@ async def stream_strategy(
             yield chunk([called])
         else:
             delta = CompletionDelta(index=0, text=answer.text, token_ids=answer.token_ids, logprobs=answer.logprobs)
-            yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs)])
+            yield chunk([fmt.delta_choice(delta, 0, False, with_logprobs, whole=True)])
             yield chunk([empty(answer.finish_reason)])
         final: dict[str, Any] = {"ponder": run.report(result)}
         if include_usage:

@@ -15,7 +15,13 @@ from service.settings import ModelSpec, Settings
 def served_model(args: argparse.Namespace) -> ModelSpec:
     """`ponder serve --model DIR`: one served model from the command line, the rest of its spec at its defaults."""
     path = args.model.resolve()
-    return ModelSpec(name=args.served_model_name or path.name, source=str(path), tool_parser=args.tool_parser, chat_template=args.chat_template)
+    return ModelSpec(
+        name=args.served_model_name or path.name,
+        source=str(path),
+        tool_parser=args.tool_parser,
+        reasoning_parser=args.reasoning_parser,
+        chat_template=args.chat_template,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--model", type=Path, help="serve this Hugging Face model directory alone, as `vllm serve` does (overrides PONDER_MODELS)")
     serve.add_argument("--served-model-name", help="the name clients call it by (default: the directory's name)")
     serve.add_argument("--tool-parser", help="vLLM's tool parser for tool_choice auto (hermes, llama3_json, ...)")
+    serve.add_argument("--reasoning-parser", help="vLLM's reasoning parser (deepseek_r1, qwen3, ...) or think_tags")
     serve.add_argument("--chat-template", type=Path, help="a Jinja chat template in place of the model's own")
     prepare = sub.add_parser("prepare-model", help="convert packaged GGUF models into Hugging Face directories")
     prepare.add_argument("--model", help="only this served model")
@@ -54,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     imports.add_argument("--list", action="store_true", help="list the runs imported")
     imports.add_argument("--remove", nargs="+", default=[], metavar="RUN", help="take these runs out again")
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.model is None and (args.served_model_name or args.tool_parser or args.chat_template):
-        serve.error("--served-model-name, --tool-parser and --chat-template describe the model given with --model")
+    if args.command == "serve" and args.model is None and (args.served_model_name or args.tool_parser or args.reasoning_parser or args.chat_template):
+        serve.error("--served-model-name, --tool-parser, --reasoning-parser and --chat-template describe the model given with --model")
     if args.command == "serve" and args.model is not None and not (args.model / "config.json").is_file():
         serve.error(f"--model {args.model}: not a Hugging Face model directory (no config.json)")
     if args.command == "import-results" and sum((bool(args.files), args.list, bool(args.remove))) != 1:

@@ -56,8 +56,11 @@ def _scheduler_stats_logger(sink: dict[str, Any]) -> Any:
 class EngineActor:
     def __init__(self, model: str, served_name: str, engine_args: dict[str, Any]) -> None:
         from vllm import AsyncEngineArgs
+        from vllm.reasoning import ReasoningParserManager
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if plugin := engine_args.get("reasoning_parser_plugin"):  # as `vllm serve` does: the config names its parser
+            ReasoningParserManager.import_reasoning_parser(plugin)
         self._latest: dict[str, Any] = {}
         self._warm = False
         args = AsyncEngineArgs(model=model, served_model_name=served_name, **engine_args)
@@ -202,6 +205,7 @@ def _sampling_params(spec: SamplingSpec) -> Any:
         min_tokens=spec.min_tokens,
         logit_bias=dict(spec.logit_bias) or None,
         structured_outputs=structured,
+        thinking_token_budget=spec.thinking_budget,
         stop=list(spec.stop) or None,
         logprobs=spec.logprobs,
         seed=spec.seed,

@@ -163,6 +163,7 @@ class RequestContext:
             logprobs=max(logprobs, wanted or 0) if logprobs is not None else wanted,
             # The request's response_format constrains samples of its own prompt, never a strategy's own prompts.
             structured=self.base_sampling.structured if of_task else None,
+            thinking_budget=self.base_sampling.thinking_budget if of_task else None,
         )
         if watch is not None:  # each sample its own engine request (sharing the prompt through the prefix cache)
             run = self._run(self._model(model), [prompt] * n, replace(sampling, n=1), stage, samples=True)
@@ -198,6 +199,7 @@ class RequestContext:
             stop=(),
             seed=None,
             structured=None,
+            thinking_budget=None,
             prompt_logprobs_from=start,
         )
         run = self._run(self._model(model), [prompt], sampling, stage)

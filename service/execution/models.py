@@ -44,8 +44,17 @@ def engine_args(spec: ModelSpec) -> dict[str, Any]:
         # The sparse decode plugin selects whole KV blocks, and the CPU kernel's blocks are multiples of 32: the
         # default 128 would make a 1024-token budget six middle blocks.
         args["block_size"] = SPARSE_BLOCK_SIZE
+    if (reasoning := reasoning_parser_name(spec)) is not None:
+        # The engine's structured outputs start after the think block, and its thinking budget closes the block.
+        args["reasoning_parser"] = reasoning
+        if reasoning == THINK_TAGS:
+            args["reasoning_parser_plugin"] = str(THINK_TAGS_PLUGIN)
     args.update(spec.engine_args)
     return args
+
+
+def reasoning_parser_name(spec: ModelSpec) -> str | None:
+    return spec.reasoning_parser or (PACKAGED_REASONING_PARSER if spec.source == PACKAGED_MODEL_SOURCE else None)
 
 
 def engine_env(spec: ModelSpec) -> dict[str, str]:
@@ -59,6 +68,11 @@ def engine_env(spec: ModelSpec) -> dict[str, str]:
 # The packaged model's own template renders no tools: it gets one that does, in the format its parser reads.
 PACKAGED_CHAT_TEMPLATE = Path(__file__).parent / "templates" / "smollm2-tools.jinja"
 PACKAGED_TOOL_PARSER = "hermes"
+# The packaged template opens a think block when a request asks to think; Ponder's parser reads it (think_tags.py).
+THINK_TAGS = "think_tags"
+PACKAGED_REASONING_PARSER = THINK_TAGS
+# A file, not a module: vLLM imports a parser plugin by path, in its engine core's process too.
+THINK_TAGS_PLUGIN = Path(__file__).parents[1] / "engines" / "think_tags.py"
 
 # generation_config.json's names for the sampling defaults a request may leave out.
 GENERATION_CONFIG_FIELDS = {
@@ -109,6 +123,9 @@ class ServedModel:
     defaults: Defaults
     tool_parser: Any = None
     """vLLM's ToolParser class for this model, for tool_choice auto; None when it has none."""
+    reasoning_parser: Any = None
+    """vLLM's ReasoningParser class for this model, which splits its output into reasoning and answer; None when it
+    does not reason."""
 
 
 def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> ServedModel:
@@ -130,7 +147,16 @@ def build_served_model(spec: ModelSpec, settings: Settings, state_dir: Path) -> 
     template_file = spec.chat_template or (PACKAGED_CHAT_TEMPLATE if packaged else None)
     codec = PromptCodec(path, template_file.read_text() if template_file else None)
     parser = spec.tool_parser or (PACKAGED_TOOL_PARSER if packaged else None)
-    return ServedModel(spec=spec, pool=pool, codec=codec, shape=shape, attention=attention, defaults=defaults, tool_parser=tool_parser_class(parser))
+    return ServedModel(
+        spec=spec,
+        pool=pool,
+        codec=codec,
+        shape=shape,
+        attention=attention,
+        defaults=defaults,
+        tool_parser=tool_parser_class(parser),
+        reasoning_parser=reasoning_parser_class(reasoning_parser_name(spec)),
+    )
 
 
 def tool_parser_class(name: str | None) -> Any:
@@ -143,3 +169,17 @@ def tool_parser_class(name: str | None) -> Any:
         return ToolParserManager.get_tool_parser(name)
     except KeyError:
         raise ValueError(f"unknown tool_parser {name!r}; vLLM has {', '.join(ToolParserManager.list_registered())}") from None
+
+
+def reasoning_parser_class(name: str | None) -> Any:
+    """Loaded when the gateway starts, as tool parsers are; Ponder's own is loaded as vLLM loads a plugin."""
+    if name is None:
+        return None
+    from vllm.reasoning import ReasoningParserManager
+
+    if name == THINK_TAGS:
+        ReasoningParserManager.import_reasoning_parser(str(THINK_TAGS_PLUGIN))
+    try:
+        return ReasoningParserManager.get_reasoning_parser(name)
+    except KeyError:
+        raise ValueError(f"unknown reasoning_parser {name!r}; vLLM has {', '.join(ReasoningParserManager.list_registered())}, Ponder {THINK_TAGS}") from None

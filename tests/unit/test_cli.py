@@ -12,7 +12,7 @@ from service.cli.main import main, served_model
 
 
 def args(**given: object) -> argparse.Namespace:
-    defaults = {"model": None, "served_model_name": None, "tool_parser": None, "chat_template": None}
+    defaults = {"model": None, "served_model_name": None, "tool_parser": None, "reasoning_parser": None, "chat_template": None}
     return argparse.Namespace(**{**defaults, **given})
 
 
@@ -21,11 +21,19 @@ def test_a_directory_is_served_under_its_name_or_the_one_given(tmp_path: Path) -
     model.mkdir()
     spec = served_model(args(model=model))
     assert (spec.name, spec.source, spec.tool_parser) == ("my-model", str(model.resolve()), None)
-    named = served_model(args(model=model, served_model_name="tiny", tool_parser="hermes", chat_template=tmp_path / "t.jinja"))
-    assert (named.name, named.tool_parser, named.chat_template) == ("tiny", "hermes", tmp_path / "t.jinja")
+    named = served_model(args(model=model, served_model_name="tiny", tool_parser="hermes", reasoning_parser="qwen3", chat_template=tmp_path / "t.jinja"))
+    assert (named.name, named.tool_parser, named.reasoning_parser, named.chat_template) == ("tiny", "hermes", "qwen3", tmp_path / "t.jinja")
 
 
-@pytest.mark.parametrize("argv", [["serve", "--served-model-name", "x"], ["serve", "--tool-parser", "hermes"], ["serve", "--model", "/nonexistent/dir"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--served-model-name", "x"],
+        ["serve", "--tool-parser", "hermes"],
+        ["serve", "--reasoning-parser", "qwen3"],
+        ["serve", "--model", "/nonexistent/dir"],
+    ],
+)
 def test_wrong_use_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(argv)

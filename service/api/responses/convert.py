@@ -20,6 +20,7 @@ from service.api.serving import parse
 PARAMS = (
     (re.compile(r"^messages.*"), "input"),
     (re.compile(r"^max_tokens"), "max_output_tokens"),
+    (re.compile(r"^reasoning_effort"), "reasoning.effort"),
     (re.compile(r"^response_format(\.json_schema)?"), "text.format"),
     (re.compile(r"^(tools\[\d+\])\.function"), r"\1"),
 )
@@ -65,6 +66,7 @@ def chat_request(request: ResponsesRequest, conversation: list[dict[str, Any]]) 
         "user": request.user,
         "metadata": request.metadata,
         "chat_template_kwargs": request.chat_template_kwargs,
+        "reasoning_effort": request.reasoning.effort if request.reasoning else None,
         "stream": request.stream,
         "stream_options": {"include_usage": True} if request.stream else None,
         "parallel_tool_calls": request.parallel_tool_calls,
@@ -99,8 +101,11 @@ def renamed(exc: APIError) -> APIError:
 
 
 def output_items(message: dict[str, Any], item_id: str) -> list[dict[str, Any]]:
-    """A chat message as Responses output items: its text (when it has some, or nothing else), then its calls."""
+    """A chat message as Responses output items: its reasoning, its text (when it has some, or nothing else), then
+    its calls."""
     items: list[dict[str, Any]] = []
+    if (reasoning := message.get("reasoning_content")) is not None:
+        items.append(reasoning_item(item_id, reasoning))
     calls = message.get("tool_calls") or []
     if message.get("content") or not calls:
         text: dict[str, Any] = {"type": "output_text", "text": message.get("content") or "", "annotations": [], "logprobs": []}
@@ -118,6 +123,10 @@ def output_items(message: dict[str, Any], item_id: str) -> list[dict[str, Any]]:
             }
         )
     return items
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"type": "reasoning", "id": f"rs_{item_id}", "summary": [], "content": [{"type": "reasoning_text", "text": text}], "status": "completed"}
 
 
 def usage(chat_usage: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A chat result rendered as the Responses API's: one Response object, or its typed event stream.
 
-The stream is made from the chat stream's chunks: `response.created` and `response.in_progress`, then for the text
+The stream is made from the chat stream's chunks: `response.created` and `response.in_progress`, then a reasoning
+model's think block as a `reasoning` item (`response.reasoning_text.delta`s and `.done`), then for the text
 `response.output_item.added`, `response.content_part.added`, `response.output_text.delta`s and their `.done`
 events, then each tool call as a `function_call` item with its arguments, then `response.completed` (or
 `response.incomplete`, or `response.failed` after an `error` event) carrying the whole Response, `ponder` report
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.api.rendering import OutputFormat
-from service.api.responses.convert import echoed, output_items, status_of, usage
+from service.api.responses.convert import echoed, output_items, reasoning_item, status_of, usage
 from service.api.responses.protocol import ResponsesRequest
 
 Store = Callable[[dict[str, Any]], Awaitable[None]]
@@ -70,12 +71,44 @@ class EventStream:
     sequence: int = 0
     text: str = ""
     text_open: bool = False
+    reasoning: str | None = None
+    """The think block so far; None until it opens (and on a model that does not reason)."""
+    reasoning_done: bool = False
     calls: list[dict[str, Any]] = field(default_factory=list)
     finish_reason: str | None = None
 
     @property
     def item_id(self) -> str:
         return "msg_" + self.fmt.response_id.removeprefix("resp_")
+
+    @property
+    def text_index(self) -> int:
+        """The message's output index: after the reasoning item, if there is one."""
+        return 0 if self.reasoning is None else 1
+
+    @property
+    def reasoning_id(self) -> str:
+        return "rs_" + self.fmt.response_id.removeprefix("resp_")
+
+    def reasoning_delta(self, delta: str) -> list[dict[str, str]]:
+        out: list[dict[str, str]] = []
+        if self.reasoning is None:
+            self.reasoning = ""
+            item = {**reasoning_item(self.reasoning_id.removeprefix("rs_"), ""), "content": [], "status": "in_progress"}
+            out.append(self.event("response.output_item.added", output_index=0, item=item))
+        self.reasoning += delta
+        out.append(self.event("response.reasoning_text.delta", item_id=self.reasoning_id, output_index=0, content_index=0, delta=delta))
+        return out
+
+    def close_reasoning(self) -> list[dict[str, str]]:
+        if self.reasoning is None or self.reasoning_done:
+            return []
+        self.reasoning_done = True
+        item = reasoning_item(self.reasoning_id.removeprefix("rs_"), self.reasoning)
+        return [
+            self.event("response.reasoning_text.done", item_id=self.reasoning_id, output_index=0, content_index=0, text=self.reasoning),
+            self.event("response.output_item.done", output_index=0, item=item),
+        ]
 
     def event(self, kind: str, **fields: Any) -> dict[str, str]:
         payload = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -86,24 +119,25 @@ class EventStream:
         return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
     def open_text(self) -> list[dict[str, str]]:
+        out = self.close_reasoning()
         self.text_open = True
         item = {"type": "message", "id": self.item_id, "status": "in_progress", "role": "assistant", "content": []}
-        return [
-            self.event("response.output_item.added", output_index=0, item=item),
-            self.event("response.content_part.added", item_id=self.item_id, output_index=0, content_index=0, part=self.part("")),
+        return out + [
+            self.event("response.output_item.added", output_index=self.text_index, item=item),
+            self.event("response.content_part.added", item_id=self.item_id, output_index=self.text_index, content_index=0, part=self.part("")),
         ]
 
     def close_text(self) -> list[dict[str, str]]:
         item = {"type": "message", "id": self.item_id, "status": "completed", "role": "assistant", "content": [self.part(self.text)]}
         return [
-            self.event("response.output_text.done", item_id=self.item_id, output_index=0, content_index=0, text=self.text, logprobs=[]),
-            self.event("response.content_part.done", item_id=self.item_id, output_index=0, content_index=0, part=self.part(self.text)),
-            self.event("response.output_item.done", output_index=0, item=item),
+            self.event("response.output_text.done", item_id=self.item_id, output_index=self.text_index, content_index=0, text=self.text, logprobs=[]),
+            self.event("response.content_part.done", item_id=self.item_id, output_index=self.text_index, content_index=0, part=self.part(self.text)),
+            self.event("response.output_item.done", output_index=self.text_index, item=item),
         ]
 
     def call_events(self) -> list[dict[str, str]]:
-        out: list[dict[str, str]] = []
-        first = 1 if self.text_open else 0
+        out = self.close_reasoning()
+        first = self.text_index + (1 if self.text_open else 0)
         message = {"content": self.text, "tool_calls": self.calls}
         for index, item in enumerate(i for i in output_items(message, self.item_id.removeprefix("msg_")) if i["type"] == "function_call"):
             position = first + index
@@ -118,11 +152,17 @@ class EventStream:
     def chunk(self, choice: dict[str, Any]) -> list[dict[str, str]]:
         out: list[dict[str, str]] = []
         delta = choice.get("delta") or {}
+        if delta.get("reasoning_content"):
+            out += self.reasoning_delta(delta["reasoning_content"])
         if delta.get("content"):
             if not self.text_open:
                 out += self.open_text()
             self.text += delta["content"]
-            out.append(self.event("response.output_text.delta", item_id=self.item_id, output_index=0, content_index=0, delta=delta["content"], logprobs=[]))
+            out.append(
+                self.event(
+                    "response.output_text.delta", item_id=self.item_id, output_index=self.text_index, content_index=0, delta=delta["content"], logprobs=[]
+                )
+            )
         self.calls += [{"id": c["id"], "type": "function", "function": c["function"]} for c in delta.get("tool_calls") or ()]
         self.finish_reason = choice.get("finish_reason") or self.finish_reason
         return out
@@ -148,7 +188,8 @@ class EventStream:
             if "ponder" in payload and "usage" in payload:
                 for event in self.finish(payload):
                     yield event
-                body = self.fmt.finished({"content": self.text, "tool_calls": self.calls}, self.finish_reason, payload["usage"], payload["ponder"])
+                message = {"content": self.text, "tool_calls": self.calls, "reasoning_content": self.reasoning}
+                body = self.fmt.finished(message, self.finish_reason, payload["usage"], payload["ponder"])
                 if self.fmt.store is not None:
                     await self.fmt.store(body)
                 yield self.event("response.completed" if body["status"] == "completed" else "response.incomplete", response=body)

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from service.api.chat import serve_chat
 from service.api.errors import APIError
+from service.api.reasoning import Reasoning
 from service.api.responses.convert import chat_request, input_messages, renamed
 from service.api.responses.protocol import ResponsesRequest
 from service.api.responses.rendering import ResponsesFormat
@@ -76,8 +77,8 @@ async def create_response(request: Request) -> Response:
         except RedisError as exc:  # the answer still goes out; only continuing from it is lost, and said so
             log.warning("response %s not stored: %s", response_id, exc)
 
-    def output(tools: ToolUse | None) -> ResponsesFormat:
-        return ResponsesFormat(chat=True, tools=tools, request=body, response_id=response_id, store=keep if body.store else None)
+    def output(tools: ToolUse | None, reasoning: Reasoning | None) -> ResponsesFormat:
+        return ResponsesFormat(chat=True, tools=tools, reasoning=reasoning, request=body, response_id=response_id, store=keep if body.store else None)
 
     try:
         return await serve_chat(request, chat, settings, output)
