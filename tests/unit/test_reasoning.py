@@ -4,13 +4,20 @@ of whether reasoning is still running, which decides when structured outputs sta
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerFast
 
-from service.api.reasoning import Reasoning, Thinking
+from compute.protocol import SamplingSpec
+from service.api.errors import APIError
+from service.api.protocol import ChatCompletionRequest
+from service.api.reasoning import EFFORT_BUDGET, Reasoning, Thinking, held_to_budget, thinking
 from service.execution.models import reasoning_parser_class
 
 VOCAB = {"<unk>": 0, "<": 1, "Ġ<": 2, "</": 3, "Ġ</": 4, "think": 5, ">": 6, "x": 7}
@@ -77,3 +84,50 @@ def test_streamed_deltas_add_up_to_the_whole_split(output: tuple[bool, str], cut
             sent[key] += value
     whole_reasoning, whole_content = model.split(text)
     assert sent == {"reasoning": whole_reasoning or "", "content": whole_content or ""}
+
+
+def served(parser: object) -> Any:
+    return SimpleNamespace(reasoning_parser=parser, spec=SimpleNamespace(name="m"))
+
+
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"thinking_token_budget": 8}, "thinking_token_budget"),
+        ({"reasoning_effort": "low"}, "reasoning_effort"),
+        ({"chat_template_kwargs": {"enable_thinking": True}}, "chat_template_kwargs"),
+    ],
+)
+def test_asking_a_model_that_cannot_think_is_a_400_naming_the_field(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(APIError) as caught:
+        thinking(ChatCompletionRequest.model_validate({**ASK, **fields}), served(None))
+    assert caught.value.param == param
+
+
+def test_an_effort_opens_the_block_and_sets_a_budget_a_request_may_override() -> None:
+    asked = thinking(ChatCompletionRequest.model_validate({**ASK, "reasoning_effort": "low"}), served(PARSER))
+    assert (asked.template_vars, asked.budget, asked.explicit_budget, asked.asked_by) == (
+        {"enable_thinking": True},
+        EFFORT_BUDGET["low"],
+        False,
+        "reasoning_effort",
+    )
+    off = thinking(ChatCompletionRequest.model_validate({**ASK, "reasoning_effort": "none"}), served(None))
+    assert (off.template_vars, off.budget, off.asked_by) == ({"enable_thinking": False}, None, None)
+    own = thinking(ChatCompletionRequest.model_validate({**ASK, "reasoning_effort": "high", "thinking_token_budget": 5}), served(PARSER))
+    assert (own.budget, own.explicit_budget) == (5, True)
+
+
+def test_a_budget_leaves_room_for_the_answer() -> None:
+    def held(budget: int, explicit: bool) -> int | None:
+        model = Reasoning(PARSER, TOKENIZER, [7], Thinking(None, budget, explicit, "x"))
+        return held_to_budget(SamplingSpec(max_tokens=64), model).thinking_budget
+
+    assert held(16, True) == 16
+    assert held(1024, False) == 32
+    with pytest.raises(APIError) as caught:
+        held(64, True)
+    assert caught.value.param == "thinking_token_budget"
