@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api import cost_routes, ledger_routes
+from service.api import cost_routes, ledger_routes, replies
 from service.api.auth import AuthMiddleware, KeyRing, Quotas
 from service.api.chat import serve_chat
 from service.api.errors import APIError, install_error_handlers
@@ -102,12 +102,12 @@ def create_app(settings: Settings) -> FastAPI:
         models: dict[str, ServedModel] = request.app.state.models
         return models
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=replies.generation(replies.ChatCompletion, replies.ChatCompletionChunk))
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
         return await serve_chat(request, body, settings)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=replies.generation(replies.TextCompletion, replies.TextCompletion))
     async def completions(request: Request) -> Response:
         body: CompletionRequest = await read_request(request, CompletionRequest, settings.max_body_bytes)
         served = resolve_model(body, served_models(request), request.app.state.presets)

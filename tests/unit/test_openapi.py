@@ -42,3 +42,21 @@ def test_every_reference_resolves() -> None:
     found = refs(doc)
     assert "#/components/schemas/MajorityParams" in found  # the strategy union, nested definitions included
     assert all(r.startswith("#/components/schemas/") and r.rsplit("/", 1)[1] in doc["components"]["schemas"] for r in found)
+
+
+def test_generation_routes_describe_their_responses_and_errors() -> None:
+    doc = document()
+    paths = doc["paths"]
+    for path, method, model in (
+        ("/v1/chat/completions", "post", "ChatCompletion"),
+        ("/v1/completions", "post", "TextCompletion"),
+        ("/v1/responses", "post", "ResponseObject"),
+        ("/v1/responses/{response_id}", "get", "ResponseObject"),
+        ("/v1/responses/{response_id}", "delete", "Deleted"),
+    ):
+        described = paths[path][method]["responses"]
+        assert described["200"]["content"]["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+        assert described["404"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorReply"}
+    assert "text/event-stream" in paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    message = doc["components"]["schemas"]["AssistantMessage"]["properties"]
+    assert {"content", "reasoning_content", "tool_calls"} <= set(message)

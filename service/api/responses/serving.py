@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
+from service.api import replies
 from service.api.chat import serve_chat
 from service.api.errors import APIError
 from service.api.reasoning import Reasoning
@@ -50,7 +51,7 @@ def reply_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message]
 
 
-@router.post("/v1/responses")
+@router.post("/v1/responses", responses=replies.generation(replies.ResponseObject, replies.ResponseEvent))
 async def create_response(request: Request) -> Response:
     settings = request.app.state.settings
     data = await read_json(request, settings.max_body_bytes)
@@ -86,7 +87,7 @@ async def create_response(request: Request) -> Response:
         raise renamed(exc) from exc
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", response_model=replies.ResponseObject, responses=replies.ERRORS)
 async def get_response(request: Request, response_id: str) -> JSONResponse:
     record = await store_of(request).get(response_id, owner_of(request))
     if record is None:
@@ -94,7 +95,7 @@ async def get_response(request: Request, response_id: str) -> JSONResponse:
     return JSONResponse(record["response"])
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", response_model=replies.Deleted, responses=replies.ERRORS)
 async def delete_response(request: Request, response_id: str) -> JSONResponse:
     if not await store_of(request).delete(response_id, owner_of(request)):
         raise APIError(404, f"No response with id {response_id!r}", param="response_id", code="response_not_found")
