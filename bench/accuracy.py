@@ -3,6 +3,8 @@ real server (Ponder as `ponder serve` runs it) with the official client, every r
 
     .venv/bin/python -m bench.accuracy arithmetic   # 200 problems: greedy, samples, majority@1,4,8,16 at T 0.4 and 0.8
     .venv/bin/python -m bench.accuracy humaneval    # 164 problems: greedy, a sample, best_of_n@4,8,16 (three selectors)
+    .venv/bin/python -m bench.accuracy arithmetic --program   # program-aided: greedy, a greedy program, and
+                                                               # majority@N against program@N (PAL voting) at T 0.6
 
 A row runs every problem (a few at a time, as a service sees them) before the next row starts. Its wall time per
 problem is the row's wall time over its problems; the ratio is that over the plain greedy row's. Best-of-N draws
@@ -58,7 +60,16 @@ class Outcome:
     correct: dict[str, bool] = field(default_factory=dict)
 
 
-def arithmetic_configs(ns: list[int], temperatures: list[float]) -> list[Config]:
+def arithmetic_configs(ns: list[int], temperatures: list[float], program: bool = False) -> list[Config]:
+    if program:  # each program row beside the plain vote over as many samples at the same temperature
+        configs = [Config("greedy", 0.0), Config("program greedy", 0.0, {"name": "program", "n": 1, "temperature": 0.0})]
+        for t in temperatures:
+            for n in ns:
+                configs += [
+                    Config(f"majority@{n} T={t}", t, {"name": "majority", "n": n, "temperature": t}),
+                    Config(f"program@{n} T={t}", t, {"name": "program", "n": n, "temperature": t}),
+                ]
+        return configs
     configs = [Config("greedy", 0.0)] + [Config(f"sample T={t}", t) for t in temperatures]
     for t in temperatures:
         configs += [Config(f"majority@{n} T={t}", t, {"name": "majority", "n": n, "temperature": t}) for n in ns]
@@ -131,7 +142,7 @@ async def arithmetic_run(base_url: str, args: argparse.Namespace) -> tuple[list[
         return out
 
     try:
-        runs = await run_rows(arithmetic_configs(args.ns, args.temperatures), items, solve, args.concurrency)
+        runs = await run_rows(arithmetic_configs(args.ns, args.temperatures, args.program), items, solve, args.concurrency)
     finally:
         await grader.aclose()
     return runs, {"problems": len(items), "seed": arithmetic.SEED, "prompt": arithmetic.PROMPT}
@@ -233,7 +244,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("suite", choices=["arithmetic", "humaneval"])
     parser.add_argument("--problems", type=int, help="first K problems only (default: all; arithmetic: 200)")
     parser.add_argument("--ns", type=int, nargs="+", help="samples per problem (arithmetic: 1 4 8 16; humaneval: 4 8 16)")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 0.8], help="arithmetic sampling temperatures")
+    parser.add_argument("--temperatures", type=float, nargs="+", help="arithmetic sampling temperatures (0.4 0.8; with --program 0.6)")
+    parser.add_argument("--program", action="store_true", help="arithmetic: program-aided rows (the program strategy) against plain majority")
     parser.add_argument("--temperature", type=float, default=0.8, help="humaneval sampling temperature (search-and-learn's)")
     parser.add_argument("--max-tokens", type=int, help="per rollout (arithmetic: 24; humaneval: 256)")
     parser.add_argument("--concurrency", type=int, default=8, help="problems in flight at once")
@@ -241,7 +253,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     arith = args.suite == "arithmetic"
     args.problems = args.problems or (200 if arith else None)
-    args.ns = args.ns or ([1, 4, 8, 16] if arith else [4, 8, 16])
+    args.ns = args.ns or ([8] if args.program else [1, 4, 8, 16] if arith else [4, 8, 16])
+    args.temperatures = args.temperatures or ([0.6] if args.program else [0.4, 0.8])
     args.max_tokens = args.max_tokens or (24 if arith else 256)
     return args
 

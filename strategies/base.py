@@ -16,11 +16,14 @@ from compute.accuracy import Observation
 from compute.cost_model import HardwareProfile, ModelShape
 from compute.protocol import TokenLogprob
 from verifiers.code import TestCase, TestReport
+from verifiers.sandbox import ExecutionResult
 
 # A rollout stopped by the request's budget or deadline, or by a strategy's stopping rule, not by the model: its
 # text is a fragment.
 EARLY_STOP = "early_stop"
 CUT_SHORT = ("budget", "deadline", EARLY_STOP)
+# A run that ended with nothing to vote for (a program that failed, a composed run that chose nothing).
+NO_ANSWER = "no_answer"
 
 # Called on a rollout's output so far (`.text`, `.token_ids`, `.logprobs`) as it grows: a reason stops that rollout.
 Watch = Callable[[int, Any], str | None]
@@ -173,6 +176,10 @@ class Verifiers(Protocol):
 
     async def run_tests(self, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
         """`program` on `tests` in one sandboxed run (`wall_s`: the caller's timeout, else the sandbox's)."""
+        ...
+
+    async def run_program(self, program: str, wall_s: float | None = None) -> ExecutionResult:
+        """`program` run alone in the sandbox: how it ended and what it printed (program-aided answers)."""
         ...
 
     @property

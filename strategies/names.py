@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-STRATEGY_NAMES = ("none", "majority", "best_of_n", "rtv", "pdr", "atts", "kinetics", "auto", "ahead_by_k")
+STRATEGY_NAMES = ("none", "majority", "best_of_n", "rtv", "pdr", "atts", "kinetics", "auto", "ahead_by_k", "program")
 
 
 def split_model_name(model: str) -> tuple[str, str | None]:

@@ -23,6 +23,7 @@ from strategies.kinetics import check as check_kinetics
 from strategies.majority import MajorityParams, majority
 from strategies.majority import check as check_majority
 from strategies.pdr import PDRParams, pdr
+from strategies.program import ProgramParams, program
 from strategies.rtv import RTVParams, rtv
 from strategies.rtv import check as check_rollouts
 from strategies.stopping import ProbeStop
@@ -36,7 +37,7 @@ class NoneParams(BaseModel):
 
 
 StrategyParams = Annotated[
-    NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams | ATTSParams | KineticsParams | AutoParams | AheadByKParams,
+    NoneParams | MajorityParams | BestOfNParams | RTVParams | PDRParams | ATTSParams | KineticsParams | AutoParams | AheadByKParams | ProgramParams,
     Field(discriminator="name"),
 ]
 StrategyFn = Callable[[Context, Any], Awaitable[StrategyResult]]
@@ -52,6 +53,7 @@ STRATEGIES: dict[str, StrategyFn] = {
     "kinetics": kinetics,
     "auto": auto,
     "ahead_by_k": ahead_by_k,
+    "program": program,
 }
 # Checks a strategy makes of the request before anything is sampled or streamed (so that they are plain 400s).
 CHECKS: dict[str, Callable[[Task, Any], None]] = {

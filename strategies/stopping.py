@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import beta
 
 from strategies.ballots import Ballots
-from strategies.base import EARLY_STOP, Candidate, Context, Rollout
+from strategies.base import EARLY_STOP, NO_ANSWER, Candidate, Context, Rollout
 from verifiers.scores import token_confidences, trace_confidence
 
 PROBE = "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\[ \\boxed{"
@@ -142,7 +142,7 @@ async def strategy_runs(ctx: Context, strategy: BaseModel, k: int, reports: list
     out = []
     for i, result in enumerate(results):
         chosen = result.chosen.rollout if result.chosen else None
-        out.append(replace(chosen, index=i) if chosen else Rollout(i, "", [], [], ctx.exhausted or "budget"))
+        out.append(replace(chosen, index=i) if chosen else Rollout(i, "", [], [], ctx.exhausted or NO_ANSWER))
         reports.append({"candidates": len(result.candidates), "chosen": result.chosen.index if result.chosen else None, "selection": result.selection})
     return out
 

@@ -25,7 +25,7 @@ from strategies.base import CalibrationStore, Codec, Context, Planner, Planning,
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
 from verifiers.code import TestCase, TestReport, run_tests
-from verifiers.sandbox import Sandbox
+from verifiers.sandbox import ExecutionResult, Sandbox
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class GatewayVerifiers:
 
     async def run_tests(self, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
         return await run_tests(self.sandbox, program, tests, entry_point, wall_s)
+
+    async def run_program(self, program: str, wall_s: float | None = None) -> ExecutionResult:
+        return await self.sandbox.run(program, wall_s=wall_s)
 
     @property
     def isolation(self) -> str:

@@ -31,7 +31,7 @@ from strategies.base import CalibrationStore, Codec, Context, Planner, Planning,
 from strategies.registry import STRATEGIES
 from verifiers.answers import AnswerGrouper
 from verifiers.code import TestCase, TestReport, run_tests
-from verifiers.sandbox import Sandbox
+from verifiers.sandbox import ExecutionResult, Sandbox
 
 TASK = Task(text="What is 2+2?", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
 
@@ -89,6 +89,10 @@ class FakeVerifiers:
     async def run_tests(self, program: str, tests: list[TestCase], entry_point: str | None = None, wall_s: float | None = None) -> TestReport:
         assert self.sandbox is not None, "the strategy ran tests, and this test gave the fake no sandbox"
         return await run_tests(self.sandbox, program, tests, entry_point, wall_s)
+
+    async def run_program(self, program: str, wall_s: float | None = None) -> ExecutionResult:
+        assert self.sandbox is not None, "the strategy ran a program, and this test gave the fake no sandbox"
+        return await self.sandbox.run(program, wall_s=wall_s)
 
     @property
     def isolation(self) -> str:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from compute.protocol import TokenLogprob
 from strategies.atts import ATTSParams
-from strategies.base import Candidate, Rollout, StrategyResult, Task, VerifierSpec
+from strategies.base import NO_ANSWER, Candidate, Rollout, StrategyResult, Task, VerifierSpec
 from strategies.best_of_n import BestOfNParams, best_of_n
 from strategies.majority import MajorityParams, majority
 from strategies.registry import STRATEGY_PARAMS
@@ -234,7 +234,9 @@ async def test_a_composed_majority_votes_over_whole_runs_of_the_inner_strategy(a
     result = await majority(ctx, MajorityParams(n=5, rollout=inner))
     assert ctx.ran == [inner] * 5
     assert result.chosen is not None and result.chosen.answer in ("4", "4.0") and result.selection["tally"][0]["votes"] == 3
-    assert [c.index for c in result.candidates] == [0, 1, 2, 3, 4] and result.candidates[3].rollout.cut_short
+    assert [c.index for c in result.candidates] == [0, 1, 2, 3, 4]
+    # a run that chose nothing, with budget left, has nothing to vote for; it was not cut short
+    assert result.candidates[3].rollout.finish_reason == NO_ANSWER and result.candidates[3].answer is None
     composed = result.selection["composed"]
     assert [c["index"] for c in composed] == [0, 1, 2, 3, 4] and composed[0]["selection"] == {"method": "atts", "inner": True}
     assert composed[3]["chosen"] is None
