@@ -52,3 +52,28 @@ def test_a_program_answer_is_text_only(client: OpenAI) -> None:
             model=MODEL, messages=QUESTION, max_tokens=16, response_format={"type": "json_object"}, extra_body={"strategy": {"name": "program"}}
         )
     assert caught.value.body["param"] == "response_format"
+
+
+ADD = [{"role": "user", "content": "Write a Python function add(a, b) that returns the sum of a and b."}]
+
+
+def test_best_of_n_stops_drawing_once_the_tests_pass(client: OpenAI) -> None:
+    """Whatever was sampled: drawing stopped at the first batch holding a passing candidate, or went on to n."""
+    response = client.chat.completions.create(
+        model=MODEL,
+        messages=ADD,
+        max_tokens=64,
+        extra_body={
+            "strategy": {"name": "best_of_n", "n": 6, "batch": 2, "select": "code_tests", "temperature": 0.8},
+            "verifier": {"tests": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"], "entry_point": "add"},
+        },
+    )
+    ponder = response.model_extra["ponder"]
+    report, candidates = ponder["selection"]["early_stop"], ponder["candidates"]
+    assert report["drawn"] == len(candidates) and report["saved_samples"] == 6 - len(candidates)
+    passing = [c["index"] for c in candidates if c.get("tests") and c["tests"]["passed"] == c["tests"]["total"] > 0]
+    if report["stopped"] == "passed":
+        assert passing and min(passing) >= len(candidates) - 2 and ponder["chosen"] in passing
+    else:
+        assert report["stopped"] == "n" and not passing and len(candidates) == 6
+    assert response.usage.completion_tokens == sum(c["tokens"] for c in candidates)

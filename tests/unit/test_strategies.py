@@ -87,6 +87,32 @@ async def test_best_of_n_code_tests_picks_the_passing_program() -> None:
     assert result.selection["alternatives"]["logprob"] == 0  # the scores alone would have picked the wrong one
 
 
+WRONG = "```python\ndef add(a, b):\n    return a - b\n```"
+RIGHT = "```python\ndef add(a, b):\n    return a + b\n```"
+
+
+@pytest.mark.parametrize(
+    ("replies", "drawn", "stopped"),
+    [([WRONG, WRONG, RIGHT, WRONG, RIGHT, RIGHT], 4, "passed"), ([WRONG] * 6, 6, "n"), ([RIGHT] * 6, 2, "passed")],
+)
+async def test_best_of_n_stops_drawing_once_a_candidate_passes_every_test(replies: list[str], drawn: int, stopped: str) -> None:
+    task = Task(text=f"Complete this function.\n```python\n{STUB}```", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
+    ctx = FakeContext(sampled(replies), task=task, sandbox=Sandbox(SandboxLimits(wall_s=3, cpu_s=2)))
+    result = await best_of_n(ctx, BestOfNParams(n=6, select="code_tests", batch=2))
+    assert [call.n for call in ctx.calls] == [2] * (drawn // 2)
+    report = result.selection["early_stop"]
+    assert (report["drawn"], report["stopped"], report["saved_samples"]) == (drawn, stopped, 6 - drawn)
+    assert report["saved_tokens"] == 3 * (6 - drawn)
+    assert result.chosen is not None
+    passing = result.chosen.tests is not None and result.chosen.tests.passed == result.chosen.tests.total
+    assert passing == (stopped == "passed")
+
+
+def test_batch_is_for_code_tests_alone() -> None:
+    with pytest.raises(ValueError, match="select code_tests"):
+        BestOfNParams(select="logprob", batch=2)
+
+
 def test_code_tests_without_tests_is_refused_before_sampling() -> None:
     task = Task(text="Write a function that adds two numbers.", verifier=VerifierSpec(), temperature=None, top_p=None, max_tokens=None)
     with pytest.raises(StrategyInputError) as err:
