@@ -16,17 +16,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api import cost_routes, ledger_routes, replies
 from service.api.auth import AuthMiddleware, KeyRing, Quotas
-from service.api.chat import serve_chat
-from service.api.errors import APIError, install_error_handlers
+from service.api.chat import ChatServing
+from service.api.completions import CompletionServing
+from service.api.errors import install_error_handlers
 from service.api.middleware import RequestIdMiddleware
 from service.api.openapi import document_requests
 from service.api.presets import load_presets
 from service.api.protocol import ChatCompletionRequest, CompletionRequest
-from service.api.rendering import OutputFormat
 from service.api.responses import serving as responses
 from service.api.responses.protocol import ResponsesRequest
-from service.api.serving import read_request, resolve_model, serve
-from service.api.strategy_serving import StrategyRun, serve_strategy, strategy_params, verifier_services
+from service.api.serving import read_request
+from service.api.strategy_serving import verifier_services
 from service.dashboard import routes as dashboard
 from service.engines.prepare import GGUF_PACKAGE_PREFIX, prepare_model
 from service.execution.models import ServedModel, build_served_model
@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.draining = False
     app.state.presets = load_presets(settings.presets)
     app.state.keys = KeyRing(settings.api_keys, settings.api_keys_file)
+    chat, text = ChatServing(settings), CompletionServing(settings)
+    app.state.responses = responses.ResponsesServing(chat, settings)
     install_error_handlers(app)
     app.add_middleware(AuthMiddleware)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: refusals get an id, a log line, a record
@@ -105,33 +107,12 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/chat/completions", responses=replies.generation(replies.ChatCompletion, replies.ChatCompletionChunk))
     async def chat_completions(request: Request) -> Response:
         body: ChatCompletionRequest = await read_request(request, ChatCompletionRequest, settings.max_body_bytes)
-        return await serve_chat(request, body, settings)
+        return await chat.create(request, body)
 
     @app.post("/v1/completions", responses=replies.generation(replies.TextCompletion, replies.TextCompletion))
     async def completions(request: Request) -> Response:
         body: CompletionRequest = await read_request(request, CompletionRequest, settings.max_body_bytes)
-        served = resolve_model(body, served_models(request), request.app.state.presets)
-        prompts = []
-        for prompt in body.prompts():
-            if isinstance(prompt, str):
-                ids = await asyncio.to_thread(served.codec.encode, prompt)
-                if not ids:  # text the tokenizer drops entirely (control characters) leaves the engine nothing to decode from
-                    raise APIError(400, "prompt encodes to no tokens", param="prompt", code="invalid_value")
-                prompts.append(ids)
-            elif max(prompt) >= served.codec.vocab_size:
-                raise APIError(400, f"prompt token ids must be below the vocabulary size {served.codec.vocab_size}", param="prompt", code="invalid_value")
-            else:
-                prompts.append(prompt)
-        if len(prompts) * body.n > 128:
-            raise APIError(400, "len(prompt) * n may not exceed 128 completions", param="n", code="invalid_value")
-        params = strategy_params(body)
-        if params is not None:
-            if len(prompts) != 1:
-                raise APIError(400, "A strategy takes one prompt per request", param="prompt", code="invalid_value")
-            text = body.prompt if isinstance(body.prompt, str) else served.codec.decode(prompts[0])
-            run = StrategyRun(request, body, served, prompts[0], text, params, settings)
-            return await serve_strategy(request, run, body, served, OutputFormat(chat=False))
-        return await serve(request, body, served, prompts, OutputFormat(chat=False), settings)
+        return await text.create(request, body)
 
     @app.get("/v1/presets")
     async def list_presets(request: Request) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 
 from service.api import replies
-from service.api.chat import serve_chat
+from service.api.chat import ChatServing
 from service.api.errors import APIError
 from service.api.reasoning import Reasoning
 from service.api.responses.convert import chat_request, input_messages, renamed
@@ -21,16 +21,13 @@ from service.api.responses.protocol import ResponsesRequest
 from service.api.responses.rendering import ResponsesFormat
 from service.api.serving import apply_preset, describe, parse, read_json
 from service.api.tools import ToolUse
+from service.settings import Settings
 from service.state.ledger import Entry
 from service.state.responses import ResponseStore
 from strategies.names import split_model_name
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-
-def store_of(request: Request) -> ResponseStore:
-    return ResponseStore(request.app.state.redis, request.app.state.settings.ledger.ttl_s)
 
 
 def owner_of(request: Request) -> str | None:
@@ -51,52 +48,77 @@ def reply_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message]
 
 
+class ResponsesServing:
+    """POST /v1/responses, served through chat's `create` with a Response's rendering; GET and DELETE of a stored
+    one, which only the API key that made it may reach."""
+
+    def __init__(self, chat: ChatServing, settings: Settings) -> None:
+        self.chat = chat
+        self.settings = settings
+
+    def store(self, request: Request) -> ResponseStore:
+        return ResponseStore(request.app.state.redis, self.settings.ledger.ttl_s)
+
+    async def create(self, request: Request) -> Response:
+        data = await read_json(request, self.settings.max_body_bytes)
+        entry: Entry = request.state.entry
+        if isinstance(data.get("model"), str):
+            entry.model = split_model_name(data["model"])[0]
+        body: ResponsesRequest = parse(ResponsesRequest, data)
+        store, owner = self.store(request), owner_of(request)
+        earlier: list[dict[str, Any]] = []
+        if body.previous_response_id is not None:
+            record = await store.get(body.previous_response_id, owner)
+            if record is None:
+                raise APIError(404, f"No response with id {body.previous_response_id!r}", param="previous_response_id", code="response_not_found")
+            earlier = record["conversation"]
+        conversation = earlier + input_messages(body)
+        chat = chat_request(body, conversation)
+        apply_preset(chat, request.app.state.presets)
+        describe(entry, chat)
+        response_id = "resp_" + request.state.request_id
+
+        async def keep(response: dict[str, Any]) -> None:
+            try:
+                await store.put(response_id, owner, response, conversation + reply_messages(response["output"]))
+            except RedisError as exc:  # the answer still goes out; only continuing from it is lost, and said so
+                log.warning("response %s not stored: %s", response_id, exc)
+
+        def output(tools: ToolUse | None, reasoning: Reasoning | None) -> ResponsesFormat:
+            return ResponsesFormat(chat=True, tools=tools, reasoning=reasoning, request=body, response_id=response_id, store=keep if body.store else None)
+
+        try:
+            return await self.chat.create(request, chat, output)
+        except APIError as exc:
+            raise renamed(exc) from exc
+
+    async def retrieve(self, request: Request, response_id: str) -> JSONResponse:
+        record = await self.store(request).get(response_id, owner_of(request))
+        if record is None:
+            raise APIError(404, f"No response with id {response_id!r}", param="response_id", code="response_not_found")
+        return JSONResponse(record["response"])
+
+    async def delete(self, request: Request, response_id: str) -> JSONResponse:
+        if not await self.store(request).delete(response_id, owner_of(request)):
+            raise APIError(404, f"No response with id {response_id!r}", param="response_id", code="response_not_found")
+        return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+
+def serving(request: Request) -> ResponsesServing:
+    served: ResponsesServing = request.app.state.responses
+    return served
+
+
 @router.post("/v1/responses", responses=replies.generation(replies.ResponseObject, replies.ResponseEvent))
 async def create_response(request: Request) -> Response:
-    settings = request.app.state.settings
-    data = await read_json(request, settings.max_body_bytes)
-    entry: Entry = request.state.entry
-    if isinstance(data.get("model"), str):
-        entry.model = split_model_name(data["model"])[0]
-    body: ResponsesRequest = parse(ResponsesRequest, data)
-    store, owner = store_of(request), owner_of(request)
-    earlier: list[dict[str, Any]] = []
-    if body.previous_response_id is not None:
-        record = await store.get(body.previous_response_id, owner)
-        if record is None:
-            raise APIError(404, f"No response with id {body.previous_response_id!r}", param="previous_response_id", code="response_not_found")
-        earlier = record["conversation"]
-    conversation = earlier + input_messages(body)
-    chat = chat_request(body, conversation)
-    apply_preset(chat, request.app.state.presets)
-    describe(entry, chat)
-    response_id = "resp_" + request.state.request_id
-
-    async def keep(response: dict[str, Any]) -> None:
-        try:
-            await store.put(response_id, owner, response, conversation + reply_messages(response["output"]))
-        except RedisError as exc:  # the answer still goes out; only continuing from it is lost, and said so
-            log.warning("response %s not stored: %s", response_id, exc)
-
-    def output(tools: ToolUse | None, reasoning: Reasoning | None) -> ResponsesFormat:
-        return ResponsesFormat(chat=True, tools=tools, reasoning=reasoning, request=body, response_id=response_id, store=keep if body.store else None)
-
-    try:
-        return await serve_chat(request, chat, settings, output)
-    except APIError as exc:
-        raise renamed(exc) from exc
+    return await serving(request).create(request)
 
 
 @router.get("/v1/responses/{response_id}", response_model=replies.ResponseObject, responses=replies.ERRORS)
 async def get_response(request: Request, response_id: str) -> JSONResponse:
-    record = await store_of(request).get(response_id, owner_of(request))
-    if record is None:
-        raise APIError(404, f"No response with id {response_id!r}", param="response_id", code="response_not_found")
-    return JSONResponse(record["response"])
+    return await serving(request).retrieve(request, response_id)
 
 
 @router.delete("/v1/responses/{response_id}", response_model=replies.Deleted, responses=replies.ERRORS)
 async def delete_response(request: Request, response_id: str) -> JSONResponse:
-    if not await store_of(request).delete(response_id, owner_of(request)):
-        raise APIError(404, f"No response with id {response_id!r}", param="response_id", code="response_not_found")
-    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    return await serving(request).delete(request, response_id)
