@@ -44,7 +44,7 @@ def test_a_run_answers_with_the_last_line_it_printed() -> None:
 
 
 async def test_the_programs_that_ran_vote_and_the_rest_do_not(sandbox: Sandbox) -> None:
-    replies = ["17 + 25", "```python\nprint(40 + 2)\n```", "1 / 0", "while True: pass", "forty-two", "6 * 7", "x = 1"]
+    replies = ["17 + 25", "```python\nprint(40 + 2)\n```", "1 / 0", "while True: pass", "The answer is forty-two", "6 * 7", "x = 1"]
     ctx = FakeContext(replies, sandbox=sandbox)
     result = await program(ctx, ProgramParams(n=len(replies), temperature=0.6))
     statuses = [trace["status"] for trace in result.selection["programs"]]
