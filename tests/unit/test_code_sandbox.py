@@ -316,3 +316,18 @@ async def test_a_program_cannot_bend_the_tests_names_or_control_flow(sandbox: Sa
 async def test_an_entry_point_may_carry_a_builtins_name(sandbox: Sandbox) -> None:
     report = await run_tests(sandbox, "def abs(x):\n    return -x if x < 0 else x\n", caller_tests(["assert abs(-2) == 2"]), "abs")
     assert report.passed == 1
+
+
+@pytest.mark.parametrize("stdin", ["", "x" * 1_000_000])
+def test_a_program_that_ends_before_reading_stdin_is_a_result_under_uvloop(stdin: str) -> None:
+    """The gateway runs on uvloop, which reports a pipe the program already closed as a RuntimeError (found as a 500
+    by the program-aided benchmark): every run is still a result."""
+    import uvloop
+
+    async def runs() -> list[str]:
+        sandbox = Sandbox(LIMITS)
+        results = await asyncio.gather(*(sandbox.run("import os\nos.close(0)\nprint(42)", stdin=stdin) for _ in range(40)))
+        return [f"{r.status} {r.stdout.strip()}" for r in results]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(runs()) == ["ok 42"] * 40

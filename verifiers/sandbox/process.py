@@ -176,10 +176,14 @@ class SandboxedProcess:
     async def _feed(self, stdin: bytes | None) -> None:
         if stdin is None or self._proc is None or self._proc.stdin is None:
             return
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self._proc.stdin.write(stdin)
-            await self._proc.stdin.drain()
-            self._proc.stdin.close()
+        pipe = self._proc.stdin
+        # A program may end, or close its stdin, before reading it: then its pipe is gone. asyncio says so with
+        # BrokenPipeError or ConnectionResetError, uvloop with a RuntimeError on the closed transport.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            if stdin and not pipe.is_closing():
+                pipe.write(stdin)
+                await pipe.drain()
+        pipe.close()
 
     def result(self, returncode: int | None) -> ExecutionResult:
         """The run's outcome; `returncode` None means the wall limit ended it."""
