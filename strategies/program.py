@@ -40,6 +40,7 @@ ANSWER_TEXT = "The answer is {answer}."
 class ProgramParams(SamplingKnobs):
     name: Literal["program"] = "program"
     n: int = Field(1, ge=1, le=64, description="programs sampled; more than one vote on their results")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="default: the request's, else 0.6; 0 (greedy) only with n = 1")
     max_tokens: int = Field(128, ge=8, le=2048, description="per program")
     timeout_s: float | None = Field(None, gt=0.0, le=60.0, description="per program run (default: the verifier's timeout, else the sandbox's)")
 

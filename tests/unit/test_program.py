@@ -66,3 +66,10 @@ async def test_the_models_code_stays_in_the_sandbox(sandbox: Sandbox, tmp_path) 
 def test_program_is_a_strategy_and_a_rollout_of_the_voting_ones() -> None:
     params = STRATEGY_PARAMS.validate_python({"name": "majority", "n": 8, "rollout": {"name": "program"}})
     assert params.rollout.name == "program" and params.rollout.n == 1
+
+
+async def test_one_greedy_program_is_greedy_and_several_are_sampled(sandbox: Sandbox) -> None:
+    ctx = FakeContext(["6 * 7"] * 3, sandbox=sandbox)
+    await program(ctx, ProgramParams(temperature=0.0))
+    await program(ctx, ProgramParams(n=2, temperature=0.0))
+    assert [call.temperature for call in ctx.calls] == [0.0, 0.6]
