@@ -4,7 +4,7 @@ with more than one sample.
 
     ask for one Python expression (or a short program) that computes the answer      (a prompt of its own)
     sample N programs at temperature T                                               (one engine request)
-    run each in the sandbox; what it printed is its answer                           (a bare expression is printed)
+    run each in the sandbox; what it printed is its answer       (a bare expression is printed, a solution() called)
     a program that fails, times out or prints nothing has no vote
     return the answer with the most votes (math-verify groups), with the program that printed it
 
@@ -62,7 +62,14 @@ def as_program(reply: str) -> str | None:
         lines = code.splitlines()
         head = "\n".join(lines[: last.lineno - 1] + [lines[last.lineno - 1][: last.col_offset]])
         return f"{head}print({ast.get_source_segment(code, last.value)})"
+    if isinstance(last, ast.FunctionDef) and _takes_nothing(last.args):  # PAL's `def solution(): ...`, called as PAL does
+        return f"{code}\nprint({last.name}())"
     return code
+
+
+def _takes_nothing(args: ast.arguments) -> bool:
+    required = len(args.posonlyargs) + len(args.args) - len(args.defaults)
+    return required == 0 and all(default is not None for default in args.kw_defaults)
 
 
 def _prints(node: ast.expr) -> bool:

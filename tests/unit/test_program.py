@@ -26,6 +26,8 @@ def test_a_bare_expression_is_printed_and_a_program_kept() -> None:
     assert as_program("x = 6\nx * 7") == "x = 6\nprint(x * 7)"
     assert as_program("```python\na = 2\nprint(a)\n```") == "a = 2\nprint(a)"
     assert as_program("if True: 3") == "if True: 3"
+    assert as_program("def solution():\n    return 6 * 7") == "def solution():\n    return 6 * 7\nprint(solution())"
+    assert as_program("def f(x):\n    return x") == "def f(x):\n    return x"
     assert as_program("The answer is forty-two") is None
     assert as_program("") is None
 
