@@ -150,7 +150,7 @@ async def test_the_page_draws_the_seeded_ledger_and_benchmarks(browser: Browser,
     dashboard = await open_dashboard(browser, light_server.url)
     page = dashboard.page
     # One panel per task family: the shipped suites, the tiny run's family, and served traffic that named none.
-    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "default"]
+    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "tools_json", "default"]
     tiny = await dashboard.traces("tiny")
     assert [t["name"] for t in tiny] == ["majority n=4 T=0.4", "majority n=8 T=0.4", "plain T=0", "Pareto front"]
     assert named(tiny, "majority n=4 T=0.4")["x"] == [40, 40]  # one series, a point from each run: results directory and imported
@@ -198,7 +198,7 @@ async def test_the_page_draws_the_seeded_ledger_and_benchmarks(browser: Browser,
     assert {r["id"] for r in await dashboard.rows()} == {rid(20), rid(21)}
     assert await dashboard.families() == [] and await page.locator("#accuracy-empty").is_visible()
     await dashboard.choose("model", "")
-    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "default"]
+    assert await dashboard.families() == ["arithmetic", "humaneval", "tiny", "tools_json", "default"]
     await dashboard.choose("window", "900")
     rows = await dashboard.rows()
     assert len(rows) == 11 and light_server.ids["old"][0] not in {r["id"] for r in rows}

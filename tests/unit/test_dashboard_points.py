@@ -65,12 +65,14 @@ def test_each_family_has_its_own_panel_and_front() -> None:
     assert all(p.origin == "ledger" and p.source == "request" for p in points)
 
 
-def test_the_shipped_runs_are_panels_of_arithmetic_and_humaneval() -> None:
+def test_the_shipped_runs_are_panels_of_their_suites() -> None:
     runs = shipped_runs()
     records = [r for run in runs for r in run.records]
     points = accuracy_points(records, {run.name: run.origin for run in runs})
-    assert families(points) == ["arithmetic", "humaneval"]
+    assert families(points) == ["arithmetic", "humaneval", "tools_json"]
     assert {p.origin for p in points} == {"shipped"}
+    assert {"program n=8 T=0.6", "majority n=8 T=0.6"} <= {p.label for p in points if p.family == "arithmetic"}
+    assert {p.label for p in points if p.family == "tools_json"} >= {"plain T=0", "majority n=8 T=0.7"}
     arithmetic = {p.label for p in points if p.family == "arithmetic"}
     assert {"plain T=0", "majority n=8 T=0.4", "majority n=16 T=0.8"} <= arithmetic
     atts = sorted(p.label for p in points if p.strategy == "atts")  # a dozen knobs each, most of them shared
@@ -80,7 +82,7 @@ def test_the_shipped_runs_are_panels_of_arithmetic_and_humaneval() -> None:
     humaneval = {p.label for p in points if p.family == "humaneval"}
     assert "best_of_n n=8 T=0.8 score=self_certainty select=code_tests" in humaneval and not humaneval & {"majority n=8 T=0.4"}
     front = fronts(points)
-    assert set(front) == {"arithmetic", "humaneval"} and all(front.values())
+    assert set(front) == {"arithmetic", "humaneval", "tools_json"} and all(front.values())
     ids = {p.id: p for p in points}
     for family, members in front.items():
         on = [ids[i] for i in members]

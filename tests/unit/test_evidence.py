@@ -129,6 +129,7 @@ async def test_the_accuracy_table_reports_the_runs_and_ledger_records_it_learnt_
         ARITHMETIC,
         "early_stop-arithmetic-20261201T233116Z",
         "kinetics-arithmetic-20261202T160301Z",  # its greedy, majority and best-of-N rows; the planners' rows have no plan
+        "accuracy-arithmetic-20261205T054220Z",  # its greedy and majority rows; program is not a strategy the table plans
     }  # atts is not a sampling strategy the table learns from; humaneval is another family
     assert shipped[ARITHMETIC] == 240 and shipped["kinetics-arithmetic-20261202T160301Z"] == 15 * 40
     assert sources["ledger"] == {"records": 3, "graded": 2, "feedback": 1} and sources["imported"] == sources["results_dir"] == []
