@@ -77,6 +77,7 @@ def test_out_of_the_box_the_plans_learn_from_the_shipped_runs(server: Server) ->
         "accuracy-arithmetic-20261123T132821Z",
         "early_stop-arithmetic-20261201T233116Z",
         "kinetics-arithmetic-20261202T160301Z",
+        "accuracy-arithmetic-20261205T054220Z",
     }
     assert evidence["imported"] == [] and evidence["results_dir"] == [] and not evidence["prior_only"]
     assert evidence["observations"] >= sum(s["records"] for s in evidence["shipped"]) > 3000
