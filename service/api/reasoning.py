@@ -10,6 +10,7 @@ follows within the request's token limit. Strategies vote on and select the answ
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from compute.protocol import SamplingSpec
@@ -47,10 +48,14 @@ class Reasoning:
         parser.adjust_initial_state_from_prompt(self.prompt)
         return parser
 
+    @cached_property
+    def _whole(self) -> Any:
+        """One reader for whole outputs: reading one keeps no state, and a parser costs a walk of the vocabulary."""
+        return self.reader()
+
     def split(self, text: str) -> tuple[str | None, str | None]:
         """(reasoning, answer) of a whole output."""
-        reasoning, content = self.reader().extract_reasoning(text, None)
-        return reasoning, content
+        return self._whole.extract_reasoning(text, None)  # type: ignore[no-any-return]
 
     def answer(self, text: str) -> str:
         return self.split(text)[1] or ""
